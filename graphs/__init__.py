@@ -1,0 +1,20 @@
+"""Reference model graphs written against the run context (the goldens of the conformance suites).
+
+Contract of a graph module ``graphs/<name>.py`` (RETURNN's config-function style):
+
+- ``extern_data_template() -> rc.TensorDict``: one template :class:`rc.Tensor` (no raw tensor) per
+  input, e.g. ``"data"`` with dims ``[batch_dim, time_dim]`` (``time_dim = rc.Dim(None, name="time")``),
+  dtype and ``sparse_dim``. A new call returns new ``Dim`` objects (so two graphs never share dims).
+  Axis 0 of every input is ``rc.batch_dim``. Dynamic dims are ``rc.Dim(None, ...)``.
+- ``model_outputs_template() -> rc.TensorDict`` (optional): templates of the forward outputs, used
+  as ``expected_outputs``; it may refer to dims of the extern-data template passed to it:
+  ``model_outputs_template(extern_data)``.
+- ``default_data(split: str) -> list[dict[str, np.ndarray]]`` with ``split`` in ``"train"``, ``"dev"``:
+  one dict per sequence, name → numpy array of the template's shape without the batch axis and
+  with the dynamic axes at their true (unpadded) length.
+- ``get_model(*, epoch, step)``: creates the variables (in the current ``tf.compat.v1`` graph) and
+  returns the model object.
+- ``train_step(*, model, extern_data: rc.TensorDict)``: calls ``rc.get_run_ctx().mark_as_loss(...)``.
+- ``forward_step(*, model, extern_data: rc.TensorDict)``: calls ``mark_as_output`` /
+  ``mark_as_default_output``.
+"""

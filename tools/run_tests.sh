@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set-up + the whole test suite (what CI runs): bash tools/run_tests.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/install.sh
+exec "${PYTHON:-python3}" -m pytest tests -q -p no:cacheprovider "$@"
