@@ -59,8 +59,8 @@ def _check_sizes_in_range(loss: Tensor, dims: Sequence[Dim]) -> List[tf.Operatio
     sizes = d.get_dyn_size()
     max_len = tf.shape(raw, out_type=sizes.dtype)[loss.get_axis_from_dim(d)]
     checks.append(tf.debugging.assert_less_equal(
-        sizes, max_len, message=f"seq_lens of {d.name!r} out of range: larger than the padded length (T)"))
-    checks.append(tf.debugging.assert_non_negative(sizes, message=f"seq_lens of {d.name!r} out of range: negative"))
+        sizes, max_len, message=f"seq_lens of dim {d.name} out of range: larger than the padded length T"))
+    checks.append(tf.debugging.assert_non_negative(sizes, message=f"seq_lens of dim {d.name} out of range: negative"))
   return checks
 
 

@@ -77,6 +77,16 @@ class LossNumbersTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(total_v, np.sum(np.where(mask, x_np, 0)))
     self.assertAllEqual(grad_v, np.broadcast_to(mask, x_np.shape).astype(np.float32))
 
+  @parameterized.parameters(True, False)
+  def test_packed_path_uses_custom_op(self, use_flatten_frames):
+    graph = tf.Graph()
+    with graph.as_default():
+      self._build(np.zeros([2, 3], np.float32), [1, 3], "BT", use_flatten_frames=use_flatten_frames)
+      # fetch the summed loss so the reduction is built
+      rc.get_run_ctx().losses["l"].get_summed_loss()
+    types = {op.type for op in graph.get_operations()}
+    self.assertEqual("FlattenWithSeqLenMask" in types, use_flatten_frames)
+
   def test_sequence_level_custom_inv_norm(self):
     x = np.array([1.0, 2.0, 4.0], np.float32)
     with tf.Graph().as_default():
