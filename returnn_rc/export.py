@@ -1,0 +1,163 @@
+"""Export the marked outputs of ``forward_step`` as a TensorFlow SavedModel that plain TF can serve.
+
+Example::
+
+  from graphs import char_lm
+  from returnn_rc.export import export_saved_model
+  desc = export_saved_model(char_lm, checkpoint_path="train_dir/model.ckpt-1000", export_dir="export/char_lm")
+
+Serving needs only TensorFlow (no ``returnn_rc``)::
+
+  fn = tf.saved_model.load("export/char_lm").signatures["serving_default"]
+  out = fn(**{"data": tf.constant(x), "data:size1": tf.constant(lens)})  # x [B,T] int32, lens [B] int32
+  out["output"], out["output:size1"]                                    # [B,T,V], [B]
+
+The SavedModel has tag ``serve`` and one signature ``serving_default`` (method ``predict``):
+
+- inputs: each extern-data input the outputs depend on, ``"<name>"`` ``[B,...]`` in the template's
+  dtype, plus ``"<name>:size<axis>"`` ``[B]`` int32 for each dynamic axis (a dim shared by several
+  inputs has one size key, named after the first of them);
+- outputs: each marked output ``"<name>"`` plus ``"<name>:size<axis>"`` ``[B]`` int32 per dynamic axis.
+
+Names (of inputs and outputs) must match :data:`returnn_rc.forward_graph.VALID_NAME`: a letter or
+``_``, then letters, digits, ``_``, ``.``, ``-``. The dims of every input and output are stored in
+``<export_dir>/assets.extra/returnn_rc_dims.json`` (:func:`load_dims`, :func:`tensors_from_outputs`).
+
+The export is frozen for serving: train flag off (no dropout), epoch and step fixed at the values
+saved in the checkpoint, and the custom op ``FlattenWithSeqLenMask`` replaced by its pure-TF
+fallback, so loading needs no ``returnn_rc`` and no custom-op library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from returnn_rc import export_dims
+from returnn_rc.export_dims import DIMS_FILE, load_dims, size_key, tensors_from_outputs
+from returnn_rc.forward_graph import (
+    ForwardGraph, build_forward_graph, make_session, read_step_epoch, resolve_checkpoint)
+
+SIGNATURE_KEY = "serving_default"
+TAGS = ("serve",)
+
+__all__ = [
+    "DIMS_FILE", "SIGNATURE_KEY", "TAGS", "build_forward_graph", "export_saved_model", "import_graph_module",
+    "load_dims", "size_key", "tensors_from_outputs",
+]
+
+
+def import_graph_module(name: str) -> Any:
+  """A graph module from ``"char_lm"`` (→ ``graphs.char_lm``), a dotted module name, or a ``.py`` path."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"graph module must be a module name or a .py path, got {name!r}")
+  if name.endswith(".py") or os.sep in name:
+    if not os.path.isfile(name):
+      raise ValueError(f"graph module file {name!r} does not exist")
+    mod_name = "returnn_rc_graph_" + os.path.splitext(os.path.basename(name))[0]
+    spec = importlib.util.spec_from_file_location(mod_name, name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return module
+  full = name if "." in name else f"graphs.{name}"
+  try:
+    return importlib.import_module(full)
+  except ModuleNotFoundError as exc:
+    if exc.name not in (full, full.rsplit(".", 1)[0]):
+      raise
+    raise ValueError(f"graph module {name!r} not found (tried {full!r}; run from the repo root or set "
+                     f"PYTHONPATH)") from None
+
+
+def _check_export_dir(export_dir: str, overwrite: bool) -> None:
+  if not isinstance(export_dir, str) or not export_dir:
+    raise ValueError(f"export_dir must be a non-empty path, got {export_dir!r}")
+  if os.path.exists(export_dir):
+    if not os.path.isdir(export_dir):
+      raise ValueError(f"export_dir {export_dir!r} exists and is not a directory")
+    if os.listdir(export_dir) and not overwrite:
+      raise ValueError(f"export_dir {export_dir!r} already exists and is not empty; pass overwrite=True "
+                       f"(--overwrite) to replace it")
+
+
+def _signature_def(fg: ForwardGraph):
+  info = tf.compat.v1.saved_model.build_tensor_info
+  return tf.compat.v1.saved_model.build_signature_def(
+      inputs={k: info(t) for k, t in fg.inputs.items()},
+      outputs={k: info(t) for k, t in fg.fetches.items()},
+      method_name=tf.compat.v1.saved_model.PREDICT_METHOD_NAME)
+
+
+def export_saved_model(graph_module: Any, *, checkpoint_path: Optional[str], export_dir: str,
+                       overwrite: bool = False, epoch: Optional[int] = None, step: Optional[int] = None
+                       ) -> Dict[str, Any]:
+  """Exports ``forward_step`` of ``graph_module`` with the weights of ``checkpoint_path``.
+
+  Args:
+    graph_module: an imported module (or object) following the contract of ``graphs/__init__.py``.
+    checkpoint_path: a ``tf.compat.v1.train.Saver`` checkpoint prefix, or a directory (its latest
+      checkpoint). ``None`` exports a freshly (randomly) initialised model: for tests only.
+    export_dir: where to write the SavedModel. Must not exist or be empty, unless ``overwrite``.
+    overwrite: replace an existing ``export_dir`` (only once the new export was written).
+    epoch, step: what ``get_model`` and the run context get; default: the values in the checkpoint's
+      graph-state variables (else 1 and 0).
+  Returns:
+    the dims description also written to ``<export_dir>/assets.extra/returnn_rc_dims.json``:
+    ``{"inputs": {name: {...}}, "outputs": {name: {...}}, "signature_key", "tags", ...}``.
+  Raises:
+    ValueError: bad ``export_dir`` / names / checkpoint (missing variable, shape mismatch, ...), no
+      marked output, outputs not matching ``model_outputs_template``.
+    RuntimeError: an expected output not marked; outputs depending on a non-input placeholder; op
+      types outside core TensorFlow.
+  """
+  _check_export_dir(export_dir, overwrite)
+  ckpt = None
+  saved = {"step": 0, "epoch": 1}
+  if checkpoint_path is not None:
+    ckpt = resolve_checkpoint(checkpoint_path)
+    saved = read_step_epoch(ckpt)
+  epoch = saved["epoch"] if epoch is None else epoch
+  step = saved["step"] if step is None else step
+  fg = build_forward_graph(graph_module, epoch=epoch, step=step)
+  description = dict(fg.description)
+  description.update({
+      "format": export_dims.DIMS_FORMAT, "version": export_dims.DIMS_VERSION,
+      "signature_key": SIGNATURE_KEY, "tags": list(TAGS),
+      "graph_module": getattr(graph_module, "__name__", None), "checkpoint": ckpt,
+      "epoch": epoch, "step": step, "tensorflow_version": tf.__version__,
+  })
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp_root = tempfile.mkdtemp(prefix=".export-", dir=parent)
+  tmp_dir = os.path.join(tmp_root, "saved_model")
+  try:
+    with make_session(fg, ckpt) as session, fg.graph.as_default():
+      builder = tf.compat.v1.saved_model.Builder(tmp_dir)
+      builder.add_meta_graph_and_variables(
+          session, list(TAGS), signature_def_map={SIGNATURE_KEY: _signature_def(fg)},
+          main_op=_main_op(fg), strip_default_attrs=True)
+      builder.save()
+    export_dims.save_dims(tmp_dir, description)
+    if os.path.exists(export_dir):
+      shutil.rmtree(export_dir)
+    os.replace(tmp_dir, export_dir)
+  finally:
+    shutil.rmtree(tmp_root, ignore_errors=True)
+  return description
+
+
+def _main_op(fg: ForwardGraph) -> Optional[tf.Operation]:
+  """Initialises local variables and tables at load time, if the graph has any."""
+  with fg.graph.as_default():
+    if (fg.graph.get_collection(tf.compat.v1.GraphKeys.LOCAL_VARIABLES)
+        or fg.graph.get_collection(tf.compat.v1.GraphKeys.TABLE_INITIALIZERS)):
+      return tf.group(tf.compat.v1.local_variables_initializer(), tf.compat.v1.tables_initializer())
+  return None

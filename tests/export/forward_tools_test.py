@@ -1,0 +1,135 @@
+"""returnn_rc.forward (padding, npz formats) and the command lines tools/export.py, tools/forward.py."""
+
+import json
+import os
+
+from absl.testing import absltest
+import numpy as np
+
+from returnn_rc import export, forward
+import export_test_util as util
+import tiny_graph
+
+_TINY = os.path.join("tests", "export", "tiny_graph.py")
+
+
+def _desc():
+  return {"data": {"dtype": "float32", "batch_axis": 0, "dynamic_axes": [1],
+                   "dims": [{"kind": "batch"}, {"kind": "dynamic", "name": "time", "size_key": "data:size1"},
+                            {"kind": "static", "name": "f", "size": 2}]},
+          "ids": {"dtype": "int32", "batch_axis": 0, "dynamic_axes": [1],
+                  "dims": [{"kind": "batch"}, {"kind": "dynamic", "name": "time", "size_key": "data:size1"}]}}
+
+
+class PaddingTest(absltest.TestCase):
+
+  def test_pad_unpad_round_trip(self):
+    seqs = [{"data": np.arange(6, dtype=np.float32).reshape(3, 2), "ids": np.array([1, 2, 3], np.int32)},
+            {"data": np.ones([1, 2], np.float32), "ids": np.array([7], np.int32)}]
+    padded = forward.pad_sequences(seqs, _desc())
+    self.assertEqual(sorted(padded), ["data", "data:size1", "ids", "ids:size1"])
+    self.assertEqual(padded["data"].shape, (2, 3, 2))
+    np.testing.assert_array_equal(padded["data:size1"], [3, 1])
+    np.testing.assert_array_equal(padded["ids"], [[1, 2, 3], [7, 0, 0]])
+    self.assertEqual(padded["data:size1"].dtype, np.int32)
+    back = forward.unpad_sequences(padded, _desc())
+    for got, expected in zip(back, seqs):
+      for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+    feed = forward.feed_from_padded(padded, _desc())  # the shared time dim: one size key
+    self.assertEqual(sorted(feed), ["data", "data:size1", "ids"])
+
+  def test_shared_dim_lengths_must_agree(self):
+    seqs = [{"data": np.ones([3, 2], np.float32), "ids": np.array([1, 2], np.int32)}]
+    padded = forward.pad_sequences(seqs, _desc())
+    with self.assertRaisesRegex(ValueError, r"'ids' axis 1 shares its dim 'time' with 'data:size1', but the "
+                                r"lengths differ: \[2\] vs \[3\]"):
+      forward.feed_from_padded(padded, _desc())
+
+  def test_read_npz_formats(self):
+    tmp = util.temp_dir(self)
+    seqs = [{"data": np.ones([2, 2], np.float32), "ids": np.array([4, 5], np.int32)}]
+    per_seq_path = os.path.join(tmp, "per_seq.npz")
+    np.savez(per_seq_path, **{f"seq0/{k}": v for k, v in seqs[0].items()})
+    padded_path = os.path.join(tmp, "padded.npz")
+    np.savez(padded_path, **forward.pad_sequences(seqs, _desc()))
+    for path in (per_seq_path, padded_path):
+      got = forward.read_sequences_npz(path, _desc())
+      self.assertLen(got, 1)
+      np.testing.assert_array_equal(got[0]["ids"], [4, 5])
+    bad_path = os.path.join(tmp, "bad.npz")
+    np.savez(bad_path, other=np.zeros(3))
+    with self.assertRaisesRegex(ValueError, r"bad.npz': no 'data' in the given arrays.*padded format"):
+      forward.read_sequences_npz(bad_path, _desc())
+
+
+class ToolsTest(absltest.TestCase):
+
+  def test_export_then_forward_saved_model(self):
+    tmp = util.temp_dir(self)
+    export_dir = os.path.join(tmp, "sm")
+    code, log = util.run_python(["tools/export.py", f"--graph={_TINY}", "--fresh_init", f"--export_dir={export_dir}"])
+    self.assertEqual(code, 0, msg=log[-3000:])
+    summary = json.loads(log.strip().splitlines()[-1])
+    self.assertEqual(summary["inputs"], ["data"])
+    self.assertEqual(summary["outputs"], ["labels", "logits", "pooled", "strided"])
+
+    code, log = util.run_python(["-m", "tensorflow.python.tools.saved_model_cli", "show", "--all",
+                                 "--dir", export_dir], env={"PYTHONPATH": ""})
+    self.assertEqual(code, 0, msg=log[-3000:])
+    self.assertIn("signature_def['serving_default']", log)
+    for key in ("inputs['data']", "inputs['data:size1']", "outputs['logits']", "outputs['logits:size1']",
+                "outputs['strided:size1']", "Method name is: tensorflow/serving/predict"):
+      self.assertIn(key, log)
+    self.assertIn("name: extern_data/data:0", log)
+
+    seqs = tiny_graph.default_data("dev")
+    in_path = os.path.join(tmp, "in.npz")
+    np.savez(in_path, **{f"seq{i}/data": s["data"] for i, s in enumerate(seqs)})
+    out_path = os.path.join(tmp, "out.npz")
+    code, log = util.run_python(["tools/forward.py", f"--saved_model={export_dir}", f"--input={in_path}",
+                                 f"--output={out_path}", "--batch_size=2"])
+    self.assertEqual(code, 0, msg=log[-3000:])
+    self.assertIn("forward: batch 3/3, 5/5 sequences", log)
+    with forward.SavedModelForwarder(export_dir) as fwd:
+      expected = forward.forward_sequences(fwd, seqs, batch_size=3)
+      outputs_desc = fwd.description["outputs"]
+    with np.load(out_path) as data:
+      written = {k: data[k] for k in data.files}
+    self.assertEqual(sorted(written), ["labels", "labels:size1", "logits", "logits:size1", "pooled", "strided",
+                                       "strided:size1"])
+    np.testing.assert_array_equal(written["logits:size1"], [len(s["data"]) for s in seqs])
+    got = forward.unpad_sequences(written, outputs_desc)
+    for g, e in zip(got, expected):
+      for key in e:
+        np.testing.assert_array_equal(g[key], e[key])
+
+  def test_forward_graph_module_checkpoint(self):
+    tmp = util.temp_dir(self)
+    ckpt = util.make_checkpoint(tiny_graph, tmp)
+    out_path = os.path.join(tmp, "out.npz")
+    code, log = util.run_python(["tools/forward.py", f"--graph={_TINY}", f"--checkpoint={tmp}",
+                                 f"--output={out_path}", "--max_seqs=3"])
+    self.assertEqual(code, 0, msg=log[-3000:])
+    with forward.GraphModuleForwarder(tiny_graph, ckpt) as fwd:
+      expected = forward.forward_sequences(fwd, tiny_graph.default_data("dev")[:3], batch_size=8)
+      with np.load(out_path) as data:
+        got = forward.unpad_sequences({k: data[k] for k in data.files}, fwd.description["outputs"])
+    self.assertLen(got, 3)
+    for g, e in zip(got, expected):
+      for key in e:
+        np.testing.assert_array_equal(g[key], e[key])
+
+  def test_forward_usage_errors(self):
+    code, log = util.run_python(["tools/forward.py", "--output=/dev/null"])
+    self.assertNotEqual(code, 0)
+    self.assertIn("give either --saved_model, or --graph with --checkpoint or --fresh_init", log)
+
+  def test_import_graph_module(self):
+    self.assertEqual(export.import_graph_module(_TINY).VOCAB, tiny_graph.VOCAB)
+    with self.assertRaisesRegex(ValueError, r"graph module 'no_such_graph' not found \(tried 'graphs.no_such_graph'"):
+      export.import_graph_module("no_such_graph")
+
+
+if __name__ == "__main__":
+  absltest.main()
