@@ -9,11 +9,13 @@ Contract of a graph module ``graphs/<name>.py`` (RETURNN's config-function style
 - ``model_outputs_template() -> rc.TensorDict`` (optional): templates of the forward outputs, used
   as ``expected_outputs``; it may refer to dims of the extern-data template passed to it:
   ``model_outputs_template(extern_data)``.
-- ``default_data(split: str) -> list[dict[str, np.ndarray]]`` with ``split`` in ``"train"``, ``"dev"``:
-  one dict per sequence, name → numpy array of the template's shape without the batch axis and
-  with the dynamic axes at their true (unpadded) length.
+- ``default_data(split: str, max_seqs: int | None = None) -> list[dict[str, np.ndarray]]`` with
+  ``split`` in ``"train"``, ``"dev"``: one dict per sequence, name → numpy array of the template's
+  shape without the batch axis and with the dynamic axes at their true (unpadded) length, dtype equal
+  to the template's; deterministic; at most ``max_seqs`` sequences (tests use small subsets).
 - ``get_model(*, epoch, step)``: creates the variables (in the current ``tf.compat.v1`` graph) and
-  returns the model object.
+  returns the model object. The graph is built once, so ``epoch`` / ``step`` are the graph's
+  symbolic scalar int64 tensors (``rc.graph_state``), not Python ints.
 - ``train_step(*, model, extern_data: rc.TensorDict)``: calls ``rc.get_run_ctx().mark_as_loss(...)``.
 - ``forward_step(*, model, extern_data: rc.TensorDict)``: calls ``mark_as_output`` /
   ``mark_as_default_output``.

@@ -13,7 +13,7 @@
   ``[B]``, int32, per dynamic axis).
 
 The custom op ``FlattenWithSeqLenMask`` is replaced by its pure-TF fallback while building
-(``RETURNN_RC_OPS_FALLBACK=1``), and every op type of the graph is checked to be core TensorFlow, so
+(``returnn_rc.ops.fallback_scope()``), and every op type of the graph is checked to be core TensorFlow, so
 plain TensorFlow can load the graph.
 
 Signature keys: the input / output name, and ``"<name>:size<axis>"`` for the sizes of each dynamic
@@ -24,7 +24,6 @@ has one size key, named after the first input that has it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import os
@@ -44,7 +43,6 @@ VALID_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 VALID_NAME_TEXT = "a letter or '_', then letters, digits, '_', '.' or '-' (no spaces, '/' or ':')"
 #: The custom ops of returnn_rc.ops; the exported graph must not contain them.
 CUSTOM_OP_TYPES = ("FlattenWithSeqLenMask", "UnflattenWithSeqLenMask")
-OPS_FALLBACK_ENV = "RETURNN_RC_OPS_FALLBACK"
 _PLACEHOLDER_TYPES = ("Placeholder", "PlaceholderV2", "PlaceholderWithDefault")
 
 
@@ -89,18 +87,10 @@ class ForwardGraph:
     return session.run(self.fetches, feed_dict={self.inputs[k]: v for k, v in feed.items()})
 
 
-@contextlib.contextmanager
-def ops_fallback() -> Iterator[None]:
-  """Selects the pure-TF fallback of ``returnn_rc.ops`` (``RETURNN_RC_OPS_FALLBACK=1``) meanwhile."""
-  old = os.environ.get(OPS_FALLBACK_ENV)
-  os.environ[OPS_FALLBACK_ENV] = "1"
-  try:
-    yield
-  finally:
-    if old is None:
-      del os.environ[OPS_FALLBACK_ENV]
-    else:
-      os.environ[OPS_FALLBACK_ENV] = old
+def ops_fallback():
+  """Builds the pure-TF fallback of ``returnn_rc.ops`` meanwhile (in this thread only)."""
+  from returnn_rc import ops  # pylint: disable=import-outside-toplevel
+  return ops.fallback_scope()
 
 
 def _module_name(graph_module: Any) -> str:
@@ -181,7 +171,7 @@ def _check_graph(graph: tf.Graph, fetches: Mapping[str, tf.Tensor], inputs: Mapp
     raise RuntimeError(
         f"{module_name}: the forward graph holds op types outside core TensorFlow: {listed}; plain "
         f"TensorFlow could not load it. For returnn_rc.ops, the pure-TF fallback "
-        f"({OPS_FALLBACK_ENV}=1) must be honoured")
+        f"(returnn_rc.ops.fallback_scope()) must be honoured")
 
 
 def build_forward_graph(graph_module: Any, *, epoch: int = 1, step: int = 0) -> ForwardGraph:

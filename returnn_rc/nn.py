@@ -3,6 +3,7 @@ so ``train_flag_ctx(False, func=rc.dropout)`` switches off just that function.""
 
 from __future__ import annotations
 
+import zlib
 from typing import Optional, Sequence, Union
 
 import tensorflow as tf
@@ -52,12 +53,44 @@ def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
     if flag is not True:
       prob = tf.where(flag, prob, tf.zeros_like(prob))
     noise_shape = _noise_shape(x, raw, axis)
-    keep = tf.random.uniform(noise_shape, dtype=tf.float32) >= prob
+    keep = _uniform(noise_shape) >= prob
     mask = tf.cast(keep, raw.dtype) * tf.cast(1.0 / (1.0 - prob), raw.dtype)
     out = raw * mask
   if isinstance(x, Tensor):
     return Tensor(x.name, x.dims, x.dtype, raw_tensor=out, sparse_dim=x.sparse_dim, feature_dim=x.feature_dim)
   return out
+
+
+# Graph attribute (as graph_state): the seed of stateless dropout in that graph, if opted in.
+_STATELESS_SEED_ATTR = "_returnn_rc_stateless_dropout_seed"
+
+
+def set_stateless_dropout_seed(seed: int, graph: Optional[tf.Graph] = None) -> None:
+  """Opts ``graph`` (default: the current graph) in to stateless dropout masks.
+
+  With a tensor step in the run context, the mask of each dropout op created afterwards in this
+  graph is ``stateless_uniform(seed=(f(seed, op name), step))``: a function of the seed, the op and
+  the step only, so a run restarted from a checkpoint draws the same masks as an uninterrupted one
+  (stateful random ops restart their sequence in a new session), and an XLA-compiled train step the
+  same masks as an uncompiled one (the masks are drawn outside XLA clusters). Used by
+  :mod:`returnn_rc.engine`. Note: the masks change only when the step does.
+  """
+  setattr(graph or tf.compat.v1.get_default_graph(), _STATELESS_SEED_ATTR, int(seed))
+
+
+def _uniform(shape: tf.Tensor) -> tf.Tensor:
+  """``[shape]`` float32 uniform in [0, 1): stateless if the graph opted in and the step is a tensor."""
+  graph = tf.compat.v1.get_default_graph()
+  seed = getattr(graph, _STATELESS_SEED_ATTR, None)
+  step = get_run_ctx().step
+  if seed is None or not isinstance(step, tf.Tensor):
+    return tf.random.uniform(shape, dtype=tf.float32)
+  op_key = zlib.crc32(f"{seed}/{graph.get_name_scope()}".encode()) & 0x7FFFFFFF
+  # Drawn outside any XLA cluster: XLA's stateless RNG gives other numbers than the TF kernel, and
+  # the masks must not depend on whether the train step is compiled.
+  with tf.xla.experimental.jit_scope(compile_ops=False):
+    stateless_seed = tf.stack([tf.constant(op_key, tf.int64), tf.cast(step, tf.int64)])
+    return tf.random.stateless_uniform(shape, seed=stateless_seed, dtype=tf.float32)
 
 
 def _noise_shape(x: Union[Tensor, tf.Tensor], raw: tf.Tensor, axis) -> tf.Tensor:

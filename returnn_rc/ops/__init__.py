@@ -6,8 +6,8 @@ inverse ``unflatten_with_seq_len_mask``.  The op libraries are built by
 on first use; ``RETURNN_RC_OPS_FALLBACK=1`` selects a pure-TF implementation.
 """
 
-from returnn_rc.ops._loader import use_fallback, xla_kernels_available
+from returnn_rc.ops._loader import fallback_scope, use_fallback, xla_kernels_available
 from returnn_rc.ops.flatten import flatten_with_seq_len_mask, unflatten_with_seq_len_mask
 
-__all__ = ["flatten_with_seq_len_mask", "unflatten_with_seq_len_mask", "use_fallback",
+__all__ = ["fallback_scope", "flatten_with_seq_len_mask", "unflatten_with_seq_len_mask", "use_fallback",
            "xla_kernels_available"]

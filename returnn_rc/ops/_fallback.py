@@ -41,10 +41,12 @@ def flatten(x: tf.Tensor, seq_lens: tf.Tensor, batch_axis: int, time_axis: int, 
     perm = _perm(rank, batch_axis, time_axis, time_major)
     xt = x if perm == list(range(rank)) else tf.transpose(x, perm)
     max_time = tf.shape(x)[time_axis]
-    if strict:
-        tf.debugging.assert_equal(tf.shape(x)[batch_axis], tf.shape(seq_lens)[0],
-                                  message="seq_lens size does not match the batch dim")
     lens = _checked_lens(seq_lens, max_time, strict)
+    if strict:
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.shape(x)[batch_axis], tf.shape(seq_lens)[0],
+                message="seq_lens size does not match the batch dim")]):
+            lens = tf.identity(lens)
     return tf.boolean_mask(xt, _mask(lens, max_time, time_major))
 
 

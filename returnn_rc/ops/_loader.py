@@ -7,6 +7,8 @@ naming the path, both versions and the rebuild command.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import threading
@@ -27,9 +29,24 @@ _xla_loaded = None  # None: not tried; True/False afterwards
 _xla_error = None
 
 
+_fallback_scope = contextvars.ContextVar("returnn_rc_ops_fallback_scope", default=False)
+
+
 def use_fallback() -> bool:
-    """RETURNN_RC_OPS_FALLBACK=1 selects the pure-TF implementation (debugging)."""
-    return os.environ.get(ENV_FALLBACK, "") not in ("", "0")
+    """Whether to build the pure-TF implementation: ``RETURNN_RC_OPS_FALLBACK=1`` (debugging), or
+    inside :func:`fallback_scope`."""
+    return _fallback_scope.get() or os.environ.get(ENV_FALLBACK, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def fallback_scope():
+    """Builds the pure-TF implementation meanwhile, in this thread / context only (e.g. for a
+    SavedModel export that must not need the op library)."""
+    token = _fallback_scope.set(True)
+    try:
+        yield
+    finally:
+        _fallback_scope.reset(token)
 
 
 def built_tf_version() -> str | None:

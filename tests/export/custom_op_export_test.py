@@ -1,6 +1,5 @@
 """A forward graph using the custom op FlattenWithSeqLenMask exports with its pure-TF fallback."""
 
-import importlib
 import os
 
 from absl.testing import absltest
@@ -9,17 +8,9 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import returnn_rc as rc
-from returnn_rc import export, forward, forward_graph
+from returnn_rc import export, forward, forward_graph, ops
 import export_test_util as util
 import tiny_graph
-
-
-def _ops_module():
-  try:
-    ops = importlib.import_module("returnn_rc.ops")
-  except ImportError:
-    return None
-  return ops if hasattr(ops, "flatten_with_seq_len_mask") else None
 
 
 def _forward_step(*, model, extern_data):
@@ -35,14 +26,12 @@ def _forward_step(*, model, extern_data):
                                   "seq_sum")
 
 
-@absltest.skipIf(_ops_module() is None, "returnn_rc.ops (flatten_with_seq_len_mask) is not available yet")
 class CustomOpExportTest(absltest.TestCase):
 
   def test_exports_with_fallback(self):
     tmp = util.temp_dir(self)
     module = util.variant(forward_step=_forward_step, model_outputs_template=None)
     export_dir = os.path.join(tmp, "sm")
-    env_before = os.environ.get(forward_graph.OPS_FALLBACK_ENV)
     export.export_saved_model(module, checkpoint_path=None, export_dir=export_dir)
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
@@ -52,7 +41,7 @@ class CustomOpExportTest(absltest.TestCase):
     self.assertNotIn("FlattenWithSeqLenMask", op_types)
     self.assertNotIn("UnflattenWithSeqLenMask", op_types)
     self.assertEqual(forward_graph.non_core_op_types(graph_def), {})
-    self.assertEqual(os.environ.get(forward_graph.OPS_FALLBACK_ENV), env_before)  # the switch is restored
+    self.assertFalse(ops.use_fallback())  # the switch is scoped to the export build
 
     seqs = tiny_graph.default_data("dev")
     with forward.SavedModelForwarder(export_dir) as fwd:

@@ -1,30 +1,20 @@
 """The SavedModel of a checkpoint written by returnn_rc.engine equals the engine's own forwarding
 (its training graph, train flag fed off), bit for bit."""
 
-import importlib
 import os
 from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
 
-from returnn_rc import export, forward
+from returnn_rc import engine, export, forward
 import export_test_util as util
 import tiny_graph
 
 
-def _engine():
-  try:
-    return importlib.import_module("returnn_rc.engine")
-  except ImportError:
-    return None
-
-
-@absltest.skipIf(_engine() is None, "returnn_rc.engine is not available yet")
 class EngineExportTest(absltest.TestCase):
 
   def test_engine_checkpoint_round_trip(self):
-    engine = _engine()
     tmp = util.temp_dir(self)
     train_dir = os.path.join(tmp, "train")
     dev = tiny_graph.default_data("dev")

@@ -1,0 +1,421 @@
+"""Train / evaluate / forward a graph module in one ``tf.compat.v1`` graph and session.
+
+One graph per model holds everything (built once, then ``graph.finalize()``-d):
+
+- the input: one reinitializable ``tf.data`` iterator over length-bucketed padded batches
+  (:mod:`returnn_rc.data`), initialised per epoch for the train split (order = f(seed, epoch)) or
+  for the dev split; the model's extern data wraps ``iterator.get_next()``;
+- the symbolic train flag / step / epoch (:mod:`returnn_rc.graph_state`);
+- ``train_step``'s losses, their reductions and the optimizer on ``ctx.total_loss()`` advancing
+  the global step; evaluation runs the same loss nodes with the flag fed ``False`` and no train op;
+- ``forward_step``'s outputs, built in the *same* graph from the same model object and input
+  (one set of variables, one checkpoint, nothing rebuilt to forward);
+- the learning-rate variables (:mod:`returnn_rc.lr_control`) and the ``Saver``.
+
+Per step one ``Session.run`` fetches the train op and ``rc.report_fetches`` (summed, inv norm per
+loss); per-epoch figures are ``Σ summed / Σ inv_norm`` (``rc.EpochAccumulator``).
+
+Determinism: variable initialisers are seeded through the graph seed; the data order of an epoch
+depends on ``(seed, epoch)``; dropout masks are stateless functions of ``(seed, op, step)``
+(:func:`returnn_rc.nn.set_stateless_dropout_seed`). So a run resumed from the checkpoint of epoch
+``k`` continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import importlib.util
+import math
+import os
+import sys
+import time
+import types
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from returnn_rc import data as _data
+from returnn_rc import graph_state as _graph_state
+from returnn_rc import nn as _nn
+from returnn_rc import run_ctx as _run_ctx
+from returnn_rc.checkpoints import CheckpointDir, variable_shapes
+from returnn_rc.losses import EpochAccumulator, report_fetches
+from returnn_rc.lr_control import NewbobLR, check_loss_name
+from returnn_rc.reporting import EpochResult, SummaryWriter, format_table
+
+REQUIRED_FUNCTIONS = ("extern_data_template", "get_model", "train_step", "forward_step")
+
+
+class NonFiniteLossError(RuntimeError):
+  """A loss of a batch was NaN or Inf; training stopped (no checkpoint of that epoch was written)."""
+
+
+def load_graph_module(name: str) -> types.ModuleType:
+  """Imports a graph module: ``"char_lm"`` (→ ``graphs.char_lm``), a dotted module name, or a ``.py`` path.
+
+  Raises ``ValueError`` if it cannot be found or lacks one of :data:`REQUIRED_FUNCTIONS`.
+  """
+  if name.endswith(".py") or os.sep in name:
+    path = os.path.abspath(name)
+    if not os.path.isfile(path):
+      raise ValueError(f"graph module file {path!r} does not exist")
+    mod_name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  else:
+    ensure_repo_root_on_path()
+    full = name if "." in name else f"graphs.{name}"
+    try:
+      module = importlib.import_module(full)
+    except ModuleNotFoundError as exc:
+      if exc.name not in (full, full.rsplit(".", 1)[0]):
+        raise
+      raise ValueError(f"graph module {full!r} not found (--graph {name!r}); graphs in graphs/: "
+                       f"{available_graphs()}") from None
+  check_graph_module(module)
+  return module
+
+
+def available_graphs() -> List[str]:
+  """Names of the modules in the ``graphs`` package."""
+  try:
+    import graphs  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return []
+  folder = os.path.dirname(graphs.__file__)
+  return sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
+
+
+def graph_name_of(module: Any) -> str:
+  name = getattr(module, "__name__", None) or type(module).__name__
+  return name.rsplit(".", 1)[-1]
+
+
+def check_graph_module(module: Any) -> None:
+  """``ValueError`` naming the module and the missing functions if one of :data:`REQUIRED_FUNCTIONS` is missing."""
+  missing = [f for f in REQUIRED_FUNCTIONS if not callable(getattr(module, f, None))]
+  if missing:
+    raise ValueError(
+        f"graph module {graph_name_of(module)!r} is missing function(s) {missing}; a graph module must define "
+        f"{list(REQUIRED_FUNCTIONS)} (see graphs/__init__.py)")
+
+
+@dataclasses.dataclass
+class EngineConfig:
+  """Options of :class:`Engine`.
+
+  Attributes:
+    train_dir: checkpoints, ``train_state.json`` and TensorBoard events.
+    num_epochs: train up to (and including) this epoch.
+    batch_size: maximum number of sequences per batch.
+    learning_rate: initial learning rate (Adam).
+    lr_control_loss: name of the loss whose epoch figure (dev, else train) controls the rate;
+      None: the first loss used by the optimizer.
+    lr_decay: Newbob factor when the figure did not improve by ``lr_decay_threshold`` (relative).
+    seed: graph seed, data order, dropout masks.
+    xla: compile the train step (model, losses, gradients) with XLA (``jit_scope``; dropout masks
+      are drawn outside the clusters, so the numbers match a run without XLA).
+    pad_to_bucket_boundary: pad batches to their bucket's bound (few shapes for XLA to compile).
+    fresh: delete this engine's files in ``train_dir`` first, instead of resuming.
+    keep_checkpoints: how many epoch checkpoints to keep.
+    log_every_secs: progress logging interval within an epoch.
+    max_seqs: use at most this many train sequences (dev: a tenth, at least 1); None: all.
+    save_checkpoints: write a checkpoint after each epoch.
+  """
+
+  train_dir: str
+  num_epochs: int = 3
+  batch_size: int = 32
+  learning_rate: float = 1e-3
+  lr_control_loss: Optional[str] = None
+  lr_decay: float = 0.5
+  lr_decay_threshold: float = 0.01
+  seed: int = 42
+  xla: bool = False
+  pad_to_bucket_boundary: bool = False
+  fresh: bool = False
+  keep_checkpoints: int = 2
+  log_every_secs: float = 20.0
+  max_seqs: Optional[int] = None
+  save_checkpoints: bool = True
+
+
+class Engine:
+  """Trains, evaluates and forwards one graph module. Use as a context manager (closes the session).
+
+  Args:
+    graph_module: a module (or object) with the functions of ``graphs/__init__.py``.
+    config: :class:`EngineConfig`.
+    train_data / dev_data: lists of sequences (``{name: np.ndarray}``); default:
+      ``graph_module.default_data("train" / "dev")``. ``dev_data=[]`` means no dev set.
+  """
+
+  def __init__(self, graph_module: Any, config: EngineConfig, *, train_data: Optional[Sequence] = None,
+               dev_data: Optional[Sequence] = None):
+    check_graph_module(graph_module)
+    if config.num_epochs < 0:
+      raise ValueError(f"num_epochs must be >= 0, got {config.num_epochs}")
+    self.module = graph_module
+    self.config = config
+    self.graph_name = graph_name_of(graph_module)
+    self._train_data = list(train_data if train_data is not None else graph_module.default_data("train"))
+    if dev_data is None:
+      dev_data = graph_module.default_data("dev") if hasattr(graph_module, "default_data") else []
+    self._dev_data = list(dev_data)
+    if config.max_seqs is not None:
+      self._train_data = self._train_data[:config.max_seqs]
+      self._dev_data = self._dev_data[:max(1, config.max_seqs // 10)]
+    self.history: List[EpochResult] = []
+    self._build()
+    self._session = tf.compat.v1.Session(graph=self.graph)
+    self._ckpt = CheckpointDir(config.train_dir, graph_name=self.graph_name, var_shapes=self._var_shapes,
+                               keep=config.keep_checkpoints)
+    if config.fresh:
+      self._ckpt.delete_all()
+    self._restore_or_init()
+    with self.graph.as_default():  # the v1 FileWriter refuses eager mode; it adds no ops
+      self._writer = SummaryWriter(self._ckpt.train_dir)
+
+  # --- graph ------------------------------------------------------------------------------------
+
+  def _build(self) -> None:
+    cfg = self.config
+    what = f"graph {self.graph_name!r}"
+    self.graph = tf.Graph()
+    with self.graph.as_default():
+      tf.compat.v1.set_random_seed(cfg.seed)
+      _nn.set_stateless_dropout_seed(cfg.seed)
+      template = self.module.extern_data_template()
+      _data.check_template(template, what=what)
+      _data.check_data(template, self._train_data, what=f"{what} train data")
+      if self._dev_data:
+        _data.check_data(template, self._dev_data, what=f"{what} dev data")
+      gs = _graph_state.get_graph_state()
+      self.graph_state = gs
+      with tf.name_scope("data"):
+        self._order_seed = tf.compat.v1.placeholder(tf.int64, (), name="epoch_order_seed")
+        datasets = {"train": _data.make_dataset(template, self._train_data, batch_size=cfg.batch_size,
+                                                order_seed=self._order_seed, shuffle=True, seed=cfg.seed,
+                                                pad_to_bucket_boundary=cfg.pad_to_bucket_boundary)}
+        if self._dev_data:
+          datasets["dev"] = _data.make_dataset(template, self._dev_data, batch_size=cfg.batch_size,
+                                               order_seed=self._order_seed, shuffle=False, seed=cfg.seed,
+                                               pad_to_bucket_boundary=cfg.pad_to_bucket_boundary)
+        train_ds = datasets["train"]
+        iterator = tf.compat.v1.data.Iterator.from_structure(
+            tf.compat.v1.data.get_output_types(train_ds), tf.compat.v1.data.get_output_shapes(train_ds))
+        self._iter_init = {split: iterator.make_initializer(ds) for split, ds in datasets.items()}
+        batch = iterator.get_next()
+      extern_data = _data.extern_data_from_batch(template, batch)
+      model = self.module.get_model(epoch=gs.epoch, step=gs.step)
+      jit = tf.xla.experimental.jit_scope() if cfg.xla else contextlib.nullcontext()
+      try:
+        with jit:
+          ctx = _run_ctx.init_train_step_run_ctx(train_flag=gs.train_flag, step=gs.step, epoch=gs.epoch)
+          self.module.train_step(model=model, extern_data=extern_data)
+          if not ctx.losses:
+            raise ValueError(f"{what}: train_step marked no loss (call rc.get_run_ctx().mark_as_loss(...))")
+          self.loss_names = list(ctx.losses)
+          self.error_names = [n for n, loss in ctx.losses.items() if loss.as_error]
+          optimized = [n for n, loss in ctx.losses.items() if loss.used_for_optimizer]
+          lr_loss = cfg.lr_control_loss if cfg.lr_control_loss is not None else (optimized or self.loss_names)[0]
+          check_loss_name(lr_loss, self.loss_names)
+          self.lr_control = NewbobLR(learning_rate=cfg.learning_rate, loss_name=lr_loss, decay=cfg.lr_decay,
+                                     rel_threshold=cfg.lr_decay_threshold)
+          total = ctx.total_loss().get_raw()
+          self._fetches = report_fetches(ctx.losses)
+          optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate=self.lr_control.learning_rate)
+          self._train_op = optimizer.minimize(total, global_step=gs.step_var)
+        fctx = _run_ctx.init_forward_step_run_ctx(
+            expected_outputs=self._outputs_template(extern_data), step=gs.step, epoch=gs.epoch)
+        self.module.forward_step(model=model, extern_data=extern_data)
+        fctx.check_outputs_complete()
+        self._output_fetches = fctx.outputs.as_raw_tensor_dict() if len(fctx.outputs) else {}
+      finally:
+        _run_ctx.reset_run_ctx()
+      variables = tf.compat.v1.global_variables()
+      self._var_shapes = variable_shapes(variables)
+      self._saver = tf.compat.v1.train.Saver(var_list=variables, max_to_keep=None, save_relative_paths=True)
+      self._init_op = tf.compat.v1.global_variables_initializer()
+    self.graph.finalize()
+
+  def _outputs_template(self, extern_data):
+    fn = getattr(self.module, "model_outputs_template", None)
+    return fn(extern_data) if callable(fn) else None
+
+  # --- checkpoints ------------------------------------------------------------------------------
+
+  def _restore_or_init(self) -> None:
+    state = self._ckpt.check_compatible()
+    if state is None:
+      self._session.run(self._init_op)
+      self.completed_epoch = 0
+      return
+    path = self._ckpt.latest()
+    with self.graph.as_default():  # Saver checks for graph mode
+      self._saver.restore(self._session, path)
+    self.completed_epoch = self.graph_state.get_epoch(self._session)
+    self.history = [EpochResult.from_json(h) for h in state.get("history", [])
+                    if h["epoch"] <= self.completed_epoch]
+    logging.info("resumed %s from %s: epoch %d done, step %d, learning rate %.4g", self.graph_name, path,
+                 self.completed_epoch, self.step, self.lr_control.get(self._session))
+
+  @property
+  def num_seqs(self) -> Dict[str, int]:
+    """Number of sequences per split."""
+    return {"train": len(self._train_data), "dev": len(self._dev_data)}
+
+  @property
+  def session(self) -> tf.compat.v1.Session:
+    return self._session
+
+  @property
+  def step(self) -> int:
+    return self.graph_state.get_step(self._session)
+
+  @property
+  def learning_rate(self) -> float:
+    return self.lr_control.get(self._session)
+
+  def latest_checkpoint(self) -> Optional[str]:
+    return self._ckpt.latest()
+
+  # --- loops ------------------------------------------------------------------------------------
+
+  def train(self, num_epochs: Optional[int] = None) -> List[EpochResult]:
+    """Trains the epochs after the last completed one up to ``num_epochs`` (default: the config's);
+    evaluates on dev after each, updates the learning rate, saves a checkpoint. Returns the history."""
+    last = self.config.num_epochs if num_epochs is None else num_epochs
+    if self.completed_epoch >= last:
+      logging.info("%s: already trained %d epochs (asked for %d); nothing to do", self.graph_name,
+                   self.completed_epoch, last)
+    for epoch in range(self.completed_epoch + 1, last + 1):
+      result = self._train_epoch(epoch)
+      if "dev" in self._iter_init:
+        result.dev = self.evaluate("dev")
+        self._writer.scalars("epoch_dev", result.dev, result.step)
+      figures = result.dev or result.train
+      new_lr = self.lr_control.update(self._session, figures[self.lr_control.loss_name])
+      if new_lr is not None:
+        logging.info("epoch %d: %s did not improve; learning rate -> %.4g", epoch, self.lr_control.loss_name, new_lr)
+      self._writer.scalars("epoch_train", result.train, result.step)
+      self._writer.scalars("epoch", {"learning_rate": result.learning_rate}, result.step)
+      self._writer.flush()
+      self.history.append(result)
+      self.completed_epoch = epoch
+      if self.config.save_checkpoints:
+        with self.graph.as_default():  # Saver checks for graph mode
+            self._ckpt.save(self._session, self._saver, epoch=epoch, history=[h.to_json() for h in self.history])
+      logging.info("epoch %d done: %d steps in %.1fs (%.1f steps/s); train %s; dev %s", epoch, result.num_batches,
+                   result.seconds, result.steps_per_sec, _fmt_figures(result.train),
+                   _fmt_figures(result.dev))
+    return self.history
+
+  def _train_epoch(self, epoch: int) -> EpochResult:
+    sess, gs = self._session, self.graph_state
+    gs.set_epoch(sess, epoch)
+    sess.run(self._iter_init["train"], feed_dict={self._order_seed: epoch})
+    step = gs.get_step(sess)
+    lr = self.lr_control.get(sess)
+    acc = EpochAccumulator()
+    feed = gs.feed_dict(train=True)
+    batch_figures = []
+    start = last_log = time.time()
+    while True:
+      try:
+        _, fetched = sess.run([self._train_op, self._fetches], feed_dict=feed)
+      except tf.errors.OutOfRangeError:
+        break
+      self._check_finite(fetched, epoch=epoch, step=step, batch=acc.num_batches)
+      figures = acc.add(fetched)
+      batch_figures.append(figures)
+      self._writer.scalars("train", figures, step)
+      step += 1
+      now = time.time()
+      if now - last_log >= self.config.log_every_secs:
+        last_log = now
+        logging.info("epoch %d: step %d, %d batches, %.1f steps/s; so far %s", epoch, step, acc.num_batches,
+                     acc.num_batches / (now - start), _fmt_figures(acc.figures()))
+    seconds = time.time() - start
+    if not acc.num_batches:
+      raise RuntimeError(f"epoch {epoch}: the train data yielded no batch")
+    return EpochResult(epoch=epoch, step=step, learning_rate=lr, train=acc.figures(), dev={},
+                       num_batches=acc.num_batches, steps_per_sec=acc.num_batches / max(seconds, 1e-9),
+                       seconds=seconds, batch_figures=batch_figures)
+
+  def _check_finite(self, fetched, *, epoch: int, step: int, batch: int) -> None:
+    for name, (summed, inv_norm) in fetched.items():
+      if not (math.isfinite(float(summed)) and math.isfinite(float(inv_norm))):
+        raise NonFiniteLossError(
+            f"loss {name!r} is not finite (summed={float(summed)}, inv_norm={float(inv_norm)}) in epoch {epoch}, "
+            f"step {step} (batch {batch} of the epoch); training stopped, no checkpoint written for epoch "
+            f"{epoch} (latest checkpoint: {self._ckpt.latest()})")
+
+  def evaluate(self, split: str = "dev") -> Dict[str, float]:
+    """Figures (loss name → Σ summed / Σ inv_norm) over ``split`` with the train flag off; no train op."""
+    acc = self._run_split(split, self._fetches, acc=EpochAccumulator())
+    return acc.figures()
+
+  def evaluate_batches(self, split: str = "dev") -> List[Dict[str, tuple]]:
+    """Per batch ``{name: (summed, inv_norm)}`` over ``split`` with the train flag off."""
+    out = []
+    self._run_split(split, self._fetches, collect=out)
+    return out
+
+  def forward(self, split: str = "dev") -> Iterator[Dict[str, np.ndarray]]:
+    """Per batch the marked outputs ``{name: [B,...], "<name>:size<axis>": [B]}`` with the flag off."""
+    if not self._output_fetches:
+      raise ValueError(f"graph {self.graph_name!r}: forward_step marked no output")
+    out: List[Dict[str, np.ndarray]] = []
+    self._run_split(split, self._output_fetches, collect=out)
+    return iter(out)
+
+  def _run_split(self, split: str, fetches, *, acc: Optional[EpochAccumulator] = None,
+                 collect: Optional[list] = None):
+    if split not in self._iter_init:
+      raise ValueError(f"unknown or empty split {split!r}; available: {sorted(self._iter_init)}")
+    sess = self._session
+    sess.run(self._iter_init[split], feed_dict={self._order_seed: max(self.completed_epoch, 1)})
+    feed = self.graph_state.feed_dict(train=False)
+    while True:
+      try:
+        fetched = sess.run(fetches, feed_dict=feed)
+      except tf.errors.OutOfRangeError:
+        break
+      if acc is not None:
+        acc.add(fetched)
+      if collect is not None:
+        collect.append(fetched)
+    return acc
+
+  # --- misc -------------------------------------------------------------------------------------
+
+  def table(self) -> str:
+    """The per-epoch table of :attr:`history`."""
+    return format_table(self.history, names=self.loss_names, errors=self.error_names)
+
+  def close(self) -> None:
+    self._writer.close()
+    self._session.close()
+
+  def __enter__(self) -> "Engine":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def _fmt_figures(figures: Dict[str, float]) -> str:
+  return ", ".join(f"{k}={v:.4f}" for k, v in figures.items()) or "-"
+
+
+def ensure_repo_root_on_path() -> None:
+  """Makes ``graphs`` importable when running from a checkout (the repo root holds ``graphs/``)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  if os.path.isdir(os.path.join(root, "graphs")) and root not in sys.path:
+    sys.path.insert(0, root)
