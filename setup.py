@@ -39,7 +39,7 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu=={_TF_VERSION}"],
         "gpu": [f"tensorflow=={_TF_VERSION}"],
-        "tests": ["pytest"],
+        "tests": ["pytest", "hypothesis"],
     },
     ext_modules=_build.get_extensions(),
     cmdclass={"build_ext": _build.BuildExt},

@@ -75,7 +75,7 @@ class Model:
     return rc.dropout(h, 0.1)
 
   @staticmethod
-  def _project(h: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+  def project(h: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     out = tf.matmul(tf.reshape(h, [-1, HIDDEN]), w)
     return tf.reshape(out, tf.concat([tf.shape(h)[:2], [w.shape[1]]], axis=0))
 
@@ -85,15 +85,21 @@ def get_model(*, epoch, step):
   return Model()
 
 
+def _valid_ids(x: rc.Tensor) -> tf.Tensor:
+  """``[B,T]`` int ids with the padded frames set to 0 (garbage there must not reach a lookup)."""
+  return tf.where(x.get_sequence_mask_broadcast(x.dims[1]), x.get_raw(), 0)
+
+
 def train_step(*, model: Model, extern_data: rc.TensorDict):
   data, tags = extern_data["data"], extern_data["tags"]
   dims = [rc.batch_dim, data.dims[1]]
-  h = model.hidden(data.get_raw())
-  tag_logits = model._project(h, model.tag_w)  # [B,T,K]
-  tok_logits = model._project(h, model.tok_w)  # [B,T,V]
-  tag_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tags.get_raw(), logits=tag_logits)
-  aux_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=data.get_raw(), logits=tok_logits)
-  tag_err = tf.cast(tf.not_equal(tf.argmax(tag_logits, -1, output_type=tf.int32), tags.get_raw()), tf.float32)
+  ids, tag_ids = _valid_ids(data), _valid_ids(tags)  # [B,T]
+  h = model.hidden(ids)
+  tag_logits = model.project(h, model.tag_w)  # [B,T,K]
+  tok_logits = model.project(h, model.tok_w)  # [B,T,V]
+  tag_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tag_ids, logits=tag_logits)
+  aux_ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=tok_logits)
+  tag_err = tf.cast(tf.not_equal(tf.argmax(tag_logits, -1, output_type=tf.int32), tag_ids), tf.float32)
   ctx = rc.get_run_ctx()
   ctx.mark_as_loss(rc.Tensor("tag_ce", dims, "float32", raw_tensor=tag_ce), "tag_ce", scale=1.0)
   ctx.mark_as_loss(rc.Tensor("aux_ce", dims, "float32", raw_tensor=aux_ce), "aux_ce", scale=AUX_SCALE,
@@ -104,7 +110,7 @@ def train_step(*, model: Model, extern_data: rc.TensorDict):
 def forward_step(*, model: Model, extern_data: rc.TensorDict):
   data = extern_data["data"]
   tags_dim = extern_data["tags"].sparse_dim  # static; the "tags" input itself is not used
-  probs = tf.nn.softmax(model._project(model.hidden(data.get_raw()), model.tag_w))  # [B,T,K]
+  probs = tf.nn.softmax(model.project(model.hidden(_valid_ids(data)), model.tag_w))  # [B,T,K]
   rc.get_run_ctx().mark_as_default_output(
       rc.Tensor("output", [rc.batch_dim, data.dims[1], tags_dim], "float32", raw_tensor=probs,
                 feature_dim=tags_dim))
