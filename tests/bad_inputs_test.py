@@ -5,11 +5,16 @@ A row is ``(area, what, exception type, message regex, function that triggers it
 runs inside a fresh ``tf.Graph`` with a reset run context.
 """
 
+import os
+import tempfile
+
 import numpy as np
 import tensorflow as tf
 from absl.testing import absltest, parameterized
 
 import returnn_rc as rc
+from returnn_rc import engine, export
+from tests.engine import testing_graphs
 
 
 def _train_ctx():
@@ -148,6 +153,67 @@ def _op_negative_seq_len_runtime():
     sess.run(packed, {lens: [-1, 2]})
 
 
+_TMP_ROOT = None  # set per test: a directory removed afterwards
+
+
+def _tmp() -> str:
+  return tempfile.mkdtemp(dir=_TMP_ROOT)
+
+
+def _engine(module=None, train_dir=None, data_lengths=(2, 3), **config):
+  config.setdefault("num_epochs", 1)
+  config.setdefault("batch_size", 2)
+  return engine.Engine(module or testing_graphs.make_sum_graph(),
+                       engine.EngineConfig(train_dir=train_dir or _tmp(), **config),
+                       train_data=testing_graphs.sum_data(list(data_lengths)), dev_data=[])
+
+
+def _engine_missing_function():
+  _engine(testing_graphs.make_sum_graph("broken", drop_input="forward_step"))
+
+
+def _engine_unknown_graph():
+  engine.load_graph_module("no_such_graph")
+
+
+def _engine_unknown_lr_loss():
+  _engine(lr_control_loss="ce")
+
+
+def _engine_data_mismatch():
+  engine.Engine(testing_graphs.make_sum_graph(), engine.EngineConfig(train_dir=_tmp()),
+                train_data=[{"x": np.ones([2, 3], np.float32)}], dev_data=[])
+
+
+def _engine_other_models_train_dir():
+  train_dir = _tmp()
+  with _engine(testing_graphs.make_sum_graph("model_a"), train_dir) as eng:
+    eng.train()
+  _engine(testing_graphs.make_sum_graph("model_b"), train_dir)  # same variables, another graph
+
+
+def _engine_nan_loss():
+  with _engine(testing_graphs.make_sum_graph(nan_at_step=0)) as eng:
+    eng.train()
+
+
+def _export_no_output():
+  module = testing_graphs.make_sum_graph()
+  module.forward_step = lambda *, model, extern_data: None
+  export.export_saved_model(module, checkpoint_path=None, export_dir=_tmp() + "/sm")
+
+
+def _export_dir_not_empty():
+  export_dir = _tmp()
+  open(os.path.join(export_dir, "something"), "w").close()
+  export.export_saved_model(testing_graphs.make_sum_graph(), checkpoint_path=None, export_dir=export_dir)
+
+
+def _export_checkpoint_missing():
+  export.export_saved_model(testing_graphs.make_sum_graph(), checkpoint_path="/nonexistent/model.001",
+                            export_dir=_tmp() + "/sm")
+
+
 # (area, what, exception, message regex, trigger)
 BAD_INPUTS = [
     ("api", "loss marked in forward stage", RuntimeError, r"mark_as_loss\('ce'\) called in stage 'forward_step'",
@@ -187,6 +253,22 @@ BAD_INPUTS = [
     ("op", "batch mismatch (run time)", tf.errors.InvalidArgumentError, r"batch", _op_batch_mismatch_runtime),
     ("op", "negative seq_len (run time)", tf.errors.InvalidArgumentError, r"seq_lens\[0\] = -1 is out of range",
      _op_negative_seq_len_runtime),
+    ("engine", "graph module missing a function", ValueError, r"'broken' is missing function\(s\) \['forward_step'\]",
+     _engine_missing_function),
+    ("engine", "unknown graph name", ValueError, r"graph module 'graphs.no_such_graph' not found", _engine_unknown_graph),
+    ("engine", "unknown loss name for LR control", ValueError, r"unknown loss name 'ce'; the graph's losses are \['x'\]",
+     _engine_unknown_lr_loss),
+    ("engine", "data does not match extern_data", ValueError, r"input 'x': rank 2 .* expects rank 1",
+     _engine_data_mismatch),
+    ("engine", "train_dir of another model", ValueError, r"holds the checkpoint of another model: graph 'model_a'",
+     _engine_other_models_train_dir),
+    ("engine", "NaN loss in a batch", engine.NonFiniteLossError, r"loss 'x' is not finite .*in epoch 1, step 0",
+     _engine_nan_loss),
+    ("export", "no marked output", ValueError, r"forward_step marked no output", _export_no_output),
+    ("export", "export dir not empty", ValueError, r"already exists and is not empty; pass overwrite=True",
+     _export_dir_not_empty),
+    ("export", "checkpoint does not exist", ValueError, r"checkpoint '/nonexistent/model.001' does not exist",
+     _export_checkpoint_missing),
 ]
 
 
@@ -195,10 +277,15 @@ class BadInputTableTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
       (f"{area}_{i:02d}", exc, regex, fn) for i, (area, _, exc, regex, fn) in enumerate(BAD_INPUTS))
   def test_bad_input(self, exc, regex, fn):
+    global _TMP_ROOT
     rc.reset_run_ctx()
-    with tf.Graph().as_default():
-      with self.assertRaisesRegex(exc, regex):
-        fn()
+    with tempfile.TemporaryDirectory() as tmp, tf.Graph().as_default():
+      _TMP_ROOT = tmp
+      try:
+        with self.assertRaisesRegex(exc, regex):
+          fn()
+      finally:
+        _TMP_ROOT = None
 
   def test_table_size(self):
     self.assertGreaterEqual(len(BAD_INPUTS), 20)
