@@ -230,7 +230,8 @@ class Engine:
           total = ctx.total_loss().get_raw()
           self._fetches = report_fetches(ctx.losses)
           optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate=self.lr_control.learning_rate)
-          self._train_op = optimizer.minimize(total, global_step=gs.step_var)
+          grads_and_vars = _dense_gradients(optimizer.compute_gradients(total))
+          self._train_op = optimizer.apply_gradients(grads_and_vars, global_step=gs.step_var)
         fctx = _run_ctx.init_forward_step_run_ctx(
             expected_outputs=self._outputs_template(extern_data), step=gs.step, epoch=gs.epoch)
         self.module.forward_step(model=model, extern_data=extern_data)
@@ -408,6 +409,18 @@ class Engine:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def _dense_gradients(grads_and_vars):
+  """Sparse (``IndexedSlices``) gradients, e.g. of embedding lookups, as dense tensors.
+
+  Under XLA a sparse update de-duplicates its indices with ``tf.unique``, whose size (the number of
+  distinct ids in the batch) becomes a compile-time constant: XLA would recompile for nearly every
+  batch. The dense gradient of an embedding ``[V,E]`` has a static shape. Done with and without
+  XLA, so both run the same (dense) Adam update: TF's sparse Adam kernel updates the slots
+  differently from the dense one.
+  """
+  return [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in grads_and_vars]
 
 
 def _fmt_figures(figures: Dict[str, float]) -> str:

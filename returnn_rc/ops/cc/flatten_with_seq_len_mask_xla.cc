@@ -2,12 +2,20 @@
 // Built into the optional library _flatten_xla.so (links libtensorflow_cc).
 //
 // Lowering: the padded tensor is transposed to [major, minor, rest...] and seen
-// as R = major * minor rows.  Each row gets its packed position (prefix sums
-// via small dots), invalid rows an out-of-bounds position.  Flatten scatters
-// the rows into a statically bounded [R, rest...] buffer whose first dim is
-// marked dynamic with xla::SetDimensionSize(N); Unflatten gathers rows back.
+// as R = major * minor rows.  Flatten: for each packed position n < R the source
+// row is found by an unrolled branch-free binary search over the prefix sums of
+// the lengths (batch-major: O(R log B); time-major: over per-time counts, then
+// within the time step, O(R (log T + log B))); the output is a row GATHER into a
+// statically bounded [R, rest...] buffer whose first dim is marked dynamic with
+// xla::SetDimensionSize(N).  Unflatten: each padded row gets its packed position
+// (prefix sums via small dots) and gathers it, padding rows select zeros.
 // Lengths are clamped to [0, T]: XLA has no run-time errors.
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "tensorflow/compiler/tf2xla/xla_op_kernel.h"
@@ -15,6 +23,8 @@
 #include "tensorflow/core/framework/kernel_def_builder.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "xla/hlo/builder/xla_builder.h"
+#include "xla/ffi/api/ffi.h"
+#include "xla/shape_util.h"
 #include "xla/xla_data.pb.h"
 
 namespace returnn_rc {
@@ -47,7 +57,61 @@ struct Rows {
   xla::XlaOp valid;  // [R] pred
   xla::XlaOp dest;   // [R] s64 packed position, R + row for invalid rows
   xla::XlaOp count;  // s32 scalar, number of valid rows
+  xla::XlaOp lens;   // [B] s64, clamped to [0, T]
+  xla::XlaOp src;    // [R] s64, only with want_src: padded row of packed position n (0 for n >= count)
 };
+
+// table[idx] for a 1-D table and idx [R] (s64).
+xla::XlaOp GatherScalars(xla::XlaOp table, xla::XlaOp idx, int64_t R) {
+  xla::GatherDimensionNumbers dn;
+  dn.add_collapsed_slice_dims(0);
+  dn.add_start_index_map(0);
+  dn.set_index_vector_dim(1);
+  return xla::Gather(table, xla::Reshape(idx, {R, 1}), dn, {1});
+}
+
+// rows[idx[i]] for rows [R', F] and idx [R, 1]: [R, F].
+xla::XlaOp GatherRows(xla::XlaOp rows, xla::XlaOp idx, int64_t F) {
+  xla::GatherDimensionNumbers dn;
+  dn.add_offset_dims(1);
+  dn.add_collapsed_slice_dims(0);
+  dn.add_start_index_map(0);
+  dn.set_index_vector_dim(1);
+  return xla::Gather(rows, idx, dn, {1, F});
+}
+
+int64_t NextPow2(int64_t n) {
+  int64_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+// Branch-free binary search, unrolled (log2(P) + 1 gathers of R scalars): for each query q[i],
+// the number of entries <= q[i] in one ascending row of `table` (flat; the row starts at base[i],
+// or at 0 if base is invalid).  Rows have length 2*P (P = NextPow2(entries)), padded with kHuge.
+constexpr int64_t kHuge = int64_t{1} << 62;
+xla::XlaOp CountLE(xla::XlaBuilder* b, xla::XlaOp table, xla::XlaOp base, xla::XlaOp q, int64_t P, int64_t R) {
+  auto lo = xla::Broadcast(xla::ConstantR0<int64_t>(b, 0), {R});
+  for (int64_t step = P; step >= 1; step >>= 1) {
+    auto cand = xla::Add(lo, xla::ConstantR0<int64_t>(b, step));
+    auto idx = xla::Sub(cand, xla::ConstantR0<int64_t>(b, 1));
+    if (base.valid()) idx = xla::Add(idx, base);
+    lo = xla::Select(xla::Le(GatherScalars(table, idx, R), q), cand, lo);
+  }
+  return lo;
+}
+
+// Pads the last dim of `v` (size n) with kHuge to 2 * NextPow2(n).
+xla::XlaOp PadHuge(xla::XlaBuilder* b, xla::XlaOp v, int rank, int64_t n) {
+  xla::PaddingConfig pc;
+  for (int i = 0; i < rank; ++i) {
+    auto* d = pc.add_dimensions();
+    d->set_edge_padding_low(0);
+    d->set_edge_padding_high(i == rank - 1 ? 2 * NextPow2(n) - n : 0);
+    d->set_interior_padding(0);
+  }
+  return xla::Pad(v, xla::ConstantR0<int64_t>(b, kHuge), pc);
+}
 
 absl::Status NormAxes(int rank, int64_t* ba, int64_t* ta) {
   for (int64_t* a : {ba, ta}) {
@@ -60,7 +124,7 @@ absl::Status NormAxes(int rank, int64_t* ba, int64_t* ta) {
 }
 
 absl::Status MakeRows(xla::XlaBuilder* b, const std::vector<int64_t>& padded_dims, int64_t ba, int64_t ta,
-                      bool time_major, xla::XlaOp seq_lens, Rows* r) {
+                      bool time_major, xla::XlaOp seq_lens, Rows* r, bool want_src = false) {
   const int rank = padded_dims.size();
   const int64_t B = padded_dims[ba], T = padded_dims[ta];
   const int64_t major_axis = time_major ? ta : ba, minor_axis = time_major ? ba : ta;
@@ -77,6 +141,7 @@ absl::Status MakeRows(xla::XlaBuilder* b, const std::vector<int64_t>& padded_dim
   auto lens = xla::Clamp(xla::ConstantR0<int64_t>(b, 0), xla::ConvertElementType(seq_lens, S64),
                          xla::ConstantR0<int64_t>(b, T));
   auto add_s64 = ScalarComputation(b, "add_s64", S64, true);
+  r->lens = lens;
   r->count = xla::ConvertElementType(xla::Reduce(lens, xla::ConstantR0<int64_t>(b, 0), add_s64, {0}), xla::S32);
   const std::vector<int64_t> grid{r->major, r->minor};
   auto row = xla::Iota(b, xla::ShapeUtil::MakeShape(S64, grid), 0);
@@ -91,6 +156,18 @@ absl::Status MakeRows(xla::XlaBuilder* b, const std::vector<int64_t>& padded_dim
     auto lower = xla::ConvertElementType(xla::Lt(bj, bi), xla::F64);  // [b, b'] = b' < b
     auto start = xla::ConvertElementType(xla::Dot(lower, xla::ConvertElementType(lens, xla::F64)), S64);
     dest = xla::Add(xla::BroadcastInDim(start, grid, {0}), col);
+    if (want_src && R > 0) {
+      // b(n) = #{b : end_b <= n}, t(n) = n - start_b(n).
+      auto n = xla::Iota(b, S64, R);
+      auto ends = xla::Add(start, lens);
+      auto bn = xla::Clamp(xla::ConstantR0<int64_t>(b, 0),
+                           CountLE(b, PadHuge(b, ends, 1, B), xla::XlaOp(), n, NextPow2(B), R),
+                           xla::ConstantR0<int64_t>(b, B - 1));
+      auto tn = xla::Sub(n, GatherScalars(start, bn, R));
+      auto src = xla::Add(xla::Mul(bn, xla::ConstantR0<int64_t>(b, T)), tn);
+      auto cnt = xla::ConvertElementType(r->count, S64);
+      r->src = xla::Select(xla::Lt(n, cnt), src, xla::Broadcast(xla::ConstantR0<int64_t>(b, 0), {R}));
+    }
   } else {
     // grid [T, B]: valid iff t < len_b; dest = sum_b' min(len_b', t) + #{b' < b valid at t}.
     auto lens_tb = xla::BroadcastInDim(lens, grid, {1});
@@ -101,6 +178,26 @@ absl::Status MakeRows(xla::XlaBuilder* b, const std::vector<int64_t>& padded_dim
     auto upper = xla::ConvertElementType(xla::Lt(bi, bj), xla::F64);  // [b', b] = b' < b
     auto rank_in_t = xla::ConvertElementType(xla::Dot(xla::ConvertElementType(valid, xla::F64), upper), S64);
     dest = xla::Add(xla::BroadcastInDim(before, grid, {0}), rank_in_t);
+    if (want_src && R > 0) {
+      // t(n) = #{t : end_t <= n} with end_t = sum_b min(len_b, t + 1); k = n - before_t(n);
+      // b(n) = #{b : incl[t(n), b] <= k}, incl[t, b] = #{b' <= b valid at t} (ascending in b).
+      auto n = xla::Iota(b, S64, R);
+      auto valid_s = xla::ConvertElementType(valid, S64);
+      auto ends = xla::Add(before, xla::Reduce(valid_s, xla::ConstantR0<int64_t>(b, 0), add_s64, {1}));
+      auto tn = xla::Clamp(xla::ConstantR0<int64_t>(b, 0),
+                           CountLE(b, PadHuge(b, ends, 1, T), xla::XlaOp(), n, NextPow2(T), R),
+                           xla::ConstantR0<int64_t>(b, T - 1));
+      auto k = xla::Sub(n, GatherScalars(before, tn, R));
+      auto incl = xla::Add(rank_in_t, valid_s);
+      const int64_t W = 2 * NextPow2(B);
+      auto table = xla::Reshape(PadHuge(b, incl, 2, B), {T * W});
+      auto bn = xla::Clamp(xla::ConstantR0<int64_t>(b, 0),
+                           CountLE(b, table, xla::Mul(tn, xla::ConstantR0<int64_t>(b, W)), k, NextPow2(B), R),
+                           xla::ConstantR0<int64_t>(b, B - 1));
+      auto src = xla::Add(xla::Mul(tn, xla::ConstantR0<int64_t>(b, B)), bn);
+      auto cnt = xla::ConvertElementType(r->count, S64);
+      r->src = xla::Select(xla::Lt(n, cnt), src, xla::Broadcast(xla::ConstantR0<int64_t>(b, 0), {R}));
+    }
   }
   r->valid = xla::Reshape(valid, {R});
   auto oob = xla::Add(xla::Iota(b, S64, R), xla::ConstantR0<int64_t>(b, R));
@@ -108,9 +205,85 @@ absl::Status MakeRows(xla::XlaBuilder* b, const std::vector<int64_t>& padded_dim
   return absl::OkStatus();
 }
 
+// --- XLA:CPU forward as a host custom call --------------------------------
+// XLA:CPU emits the row gather element by element (~3x slower than memcpy
+// here), so on XLA_CPU_JIT the batch-major forward is a custom call that does
+// one memcpy per sequence (like the native kernel).  Operands: rows [B*T, F]
+// (row-major), lens [B] s64 (clamped in XLA); result [B*T, F], rows >= N are
+// left unwritten (they are hidden by the dynamic dimension size).
+// Typed FFI handler (XLA:CPU supports no legacy custom-call API any more), attributes T, row_bytes.
+// RETURNN_RC_XLA_HOST_CALL=0 selects the gather.
+constexpr char kHostCallTarget[] = "returnn_rc_flatten_with_seq_len_mask_host";
+
+// Copies the valid rows of rows [B*T, row_bytes] (sequence b = rows [b*T, b*T + lens[b])) to out.
+void FlattenHostCopy(const char* x, const int64_t* lens, int64_t B, int64_t T, int64_t row_bytes, char* dst) {
+  std::vector<int64_t> start(B + 1, 0);
+  for (int64_t b = 0; b < B; ++b) start[b + 1] = start[b] + std::min<int64_t>(std::max<int64_t>(lens[b], 0), T);
+  const int64_t total = start[B] * row_bytes;
+  // Byte range [lo, hi) of the packed output, copied sequence piece by piece.
+  auto copy_range = [&](int64_t lo, int64_t hi) {
+    int64_t b = std::upper_bound(start.begin(), start.end(), lo / row_bytes) - start.begin() - 1;
+    for (int64_t pos = lo; pos < hi && b < B; ++b) {
+      const int64_t seq_lo = start[b] * row_bytes, seq_hi = start[b + 1] * row_bytes;
+      const int64_t e = std::min(hi, seq_hi);
+      if (e > pos) std::memcpy(dst + pos, x + b * T * row_bytes + (pos - seq_lo), e - pos);
+      pos = std::max(pos, e);
+    }
+  };
+  // Two halves on two threads for large copies (memory bound; XLA:CPU runs this call on one thread).
+  if (total >= (int64_t{8} << 20) && std::thread::hardware_concurrency() >= 2) {
+    const int64_t mid = total / 2;
+    std::thread t([&] { copy_range(mid, total); });
+    copy_range(0, mid);
+    t.join();
+  } else if (total > 0) {
+    copy_range(0, total);
+  }
+}
+
+namespace ffi = ::xla::ffi;
+
+ffi::Error FlattenHostImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::S64> lens, ffi::Result<ffi::AnyBuffer> out,
+                           int64_t T, int64_t row_bytes) {
+  const int64_t B = static_cast<int64_t>(lens.element_count());
+  if (T < 0 || row_bytes <= 0 || static_cast<int64_t>(x.size_bytes()) != B * T * row_bytes ||
+      out->size_bytes() != x.size_bytes())
+    return ffi::Error::InvalidArgument("FlattenWithSeqLenMask host call: inconsistent shapes");
+  FlattenHostCopy(static_cast<const char*>(x.untyped_data()), lens.typed_data(), B, T, row_bytes,
+                  static_cast<char*>(out->untyped_data()));
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(kFlattenHostHandler, FlattenHostImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S64>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("T")
+                                  .Attr<int64_t>("row_bytes"));
+
+}  // namespace
+}  // namespace returnn_rc
+
+namespace xla::ffi {
+const XLA_FFI_Api* GetXlaFfiApi();  // exported by libtensorflow_cc (xla/ffi/ffi_api.h)
+}  // namespace xla::ffi
+
+XLA_FFI_REGISTER_HANDLER(::xla::ffi::GetXlaFfiApi(), "returnn_rc_flatten_with_seq_len_mask_host", "Host",
+                         ::returnn_rc::kFlattenHostHandler);
+
+namespace returnn_rc {
+namespace {
+
+bool UseHostCall() {
+  const char* v = std::getenv("RETURNN_RC_XLA_HOST_CALL");
+  return !(v && std::string(v) == "0");
+}
+
 class FlattenXlaOp : public XlaOpKernel {
  public:
   explicit FlattenXlaOp(::tensorflow::OpKernelConstruction* ctx) : XlaOpKernel(ctx) {
+    on_cpu_ = ctx->device_type().type_string() == ::tensorflow::DEVICE_CPU_XLA_JIT;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("batch_axis", &batch_axis_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("time_axis", &time_axis_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("time_major", &time_major_));
@@ -127,7 +300,7 @@ class FlattenXlaOp : public XlaOpKernel {
     OP_REQUIRES_OK(ctx, NormAxes(rank, &ba, &ta));
     std::vector<int64_t> dims(xs.dimensions().begin(), xs.dimensions().end());
     Rows r;
-    OP_REQUIRES_OK(ctx, MakeRows(b, dims, ba, ta, time_major_, ctx->Input(1), &r));
+    OP_REQUIRES_OK(ctx, MakeRows(b, dims, ba, ta, time_major_, ctx->Input(1), &r, /*want_src=*/true));
     const xla::PrimitiveType type = xs.element_type();
     const int64_t R = r.major * r.minor;
     int64_t F = 1;
@@ -139,16 +312,23 @@ class FlattenXlaOp : public XlaOpKernel {
     if (R == 0 || F == 0) {
       out = xla::Broadcast(zero, out_dims);
     } else {
+      // Row gather: packed row n <- padded row src[n] (index math is O(R log B + B^2) / O(R log T + T B^2)).
       auto rows = xla::Reshape(xla::Transpose(ctx->Input(0), r.perm), {R, F});
-      xla::ScatterDimensionNumbers dn;
-      dn.add_update_window_dims(1);
-      dn.add_inserted_window_dims(0);
-      dn.add_scatter_dims_to_operand_dims(0);
-      dn.set_index_vector_dim(1);
-      out = xla::Scatter(xla::Broadcast(zero, {R, F}), xla::Reshape(r.dest, {R, 1}), rows,
-                         ScalarComputation(b, "assign", type, false), dn,
-                         /*indices_are_sorted=*/false, /*unique_indices=*/true);
-      out = xla::Reshape(out, out_dims);
+      if (!time_major_ && !xs.is_dynamic() && UseHostCall() &&
+          on_cpu_) {
+        const xla::Shape rows_shape = xla::ShapeUtil::MakeShapeWithDescendingLayout(type, {R, F});
+        const xla::Shape lens_shape = xla::ShapeUtil::MakeShapeWithDescendingLayout(xla::S64, {r.major});
+        // Typed-FFI attributes (MLIR dictionary syntax in the backend config).
+        const std::string opaque = "{T = " + std::to_string(r.minor) + " : i64, row_bytes = " +
+                                   std::to_string(F * xla::ShapeUtil::ByteSizeOfPrimitiveType(type)) + " : i64}";
+        out = xla::CustomCallWithLayout(b, kHostCallTarget, {rows, r.lens}, rows_shape, {rows_shape, lens_shape},
+                                        opaque, /*has_side_effect=*/false, {}, nullptr,
+                                        xla::CustomCallSchedule::SCHEDULE_NONE,
+                                        xla::CustomCallApiVersion::API_VERSION_TYPED_FFI);
+        out = xla::Reshape(out, out_dims);
+      } else {
+        out = xla::Reshape(GatherRows(rows, xla::Reshape(r.src, {R, 1}), F), out_dims);
+      }
     }
     ctx->SetOutput(0, xla::SetDimensionSize(out, r.count, 0));
   }
@@ -156,6 +336,7 @@ class FlattenXlaOp : public XlaOpKernel {
  private:
   int batch_axis_, time_axis_;
   bool time_major_;
+  bool on_cpu_ = false;
 };
 
 class UnflattenXlaOp : public XlaOpKernel {
