@@ -230,7 +230,7 @@ class Engine:
           total = ctx.total_loss().get_raw()
           self._fetches = report_fetches(ctx.losses)
           optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate=self.lr_control.learning_rate)
-          grads_and_vars = _dense_gradients(optimizer.compute_gradients(total))
+          grads_and_vars = dense_gradients(optimizer.compute_gradients(total))
           self._train_op = optimizer.apply_gradients(grads_and_vars, global_step=gs.step_var)
         fctx = _run_ctx.init_forward_step_run_ctx(
             expected_outputs=self._outputs_template(extern_data), step=gs.step, epoch=gs.epoch)
@@ -411,7 +411,7 @@ class Engine:
     self.close()
 
 
-def _dense_gradients(grads_and_vars):
+def dense_gradients(grads_and_vars):
   """Sparse (``IndexedSlices``) gradients, e.g. of embedding lookups, as dense tensors.
 
   Under XLA a sparse update de-duplicates its indices with ``tf.unique``, whose size (the number of

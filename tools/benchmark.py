@@ -247,8 +247,7 @@ def build_char_lm_step(batches: Batches, *, flag: str, seed: int, xla: bool = Fa
                                          epoch=gs.epoch)
         char_lm.train_step(model=model, extern_data=extern_data)
         fetches = rc.report_fetches(ctx.losses)
-        optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate=1e-3)
-        train_op = optimizer.minimize(ctx.total_loss().get_raw(), global_step=gs.step_var)
+        train_op = _adam_step(ctx.total_loss().get_raw(), gs.step_var)
     finally:
       rc.reset_run_ctx()
     init = tf.compat.v1.global_variables_initializer()
@@ -258,6 +257,13 @@ def build_char_lm_step(batches: Batches, *, flag: str, seed: int, xla: bool = Fa
   gs.set_train_flag(session, True)
   feed = {} if flag == "static" else gs.feed_dict(train=True)
   return TrainStep(session, [train_op, fetches], feed, graph)
+
+
+def _adam_step(loss: tf.Tensor, global_step: tf.Variable) -> tf.Operation:
+  """The engine's update: Adam(1e-3) on dense gradients (see ``engine.dense_gradients``)."""
+  optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate=1e-3)
+  grads_and_vars = rc_engine.dense_gradients(optimizer.compute_gradients(loss))
+  return optimizer.apply_gradients(grads_and_vars, global_step=global_step)
 
 
 def part_flag(batches: Batches) -> List[Row]:
@@ -311,7 +317,7 @@ class HandLoop:
       ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids[:, 1:], logits=logits)  # [B,T-1]
       mask = tf.sequence_mask(lens - 1, tf.shape(ce)[1])
       self.loss = tf.reduce_sum(tf.boolean_mask(ce, mask))
-      self.train_op = tf.compat.v1.train.AdamOptimizer(1e-3).minimize(self.loss, global_step=global_step)
+      self.train_op = _adam_step(self.loss, global_step)
       init = tf.compat.v1.global_variables_initializer()
     self.graph.finalize()
     self.session = tf.compat.v1.Session(graph=self.graph)
@@ -455,7 +461,7 @@ def build_train_graph(module) -> tf.Graph:
       ctx = rc.init_train_step_run_ctx(train_flag=gs.train_flag, step=gs.step, epoch=gs.epoch)
       module.train_step(model=model, extern_data=extern_data)
       rc.report_fetches(ctx.losses)
-      tf.compat.v1.train.AdamOptimizer(1e-3).minimize(ctx.total_loss().get_raw(), global_step=gs.step_var)
+      _adam_step(ctx.total_loss().get_raw(), gs.step_var)
     finally:
       rc.reset_run_ctx()
   return graph
