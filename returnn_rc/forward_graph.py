@@ -28,7 +28,7 @@ import dataclasses
 import inspect
 import os
 import re
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
 import numpy as np
 import tensorflow as tf

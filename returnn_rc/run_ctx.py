@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from returnn_rc import losses as _losses
-from returnn_rc.tensor import Dim, Tensor, TensorDict, batch_dim, check_same_dims, convert_to_tensor
+from returnn_rc.tensor import Dim, Tensor, TensorDict, batch_dim, convert_to_tensor
 
 STAGE_INIT = "init"
 STAGE_TRAIN_STEP = "train_step"
