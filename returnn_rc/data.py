@@ -22,14 +22,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from returnn_rc.tensor import Tensor, TensorDict
+from returnn_rc.tensor import Tensor, TensorDict, size_key
 
 Seq = Mapping[str, np.ndarray]
-
-
-def size_key(name: str, axis: int) -> str:
-  """Key of the lengths ``[B]`` of dynamic axis ``axis`` (counted with the batch axis) of ``name``."""
-  return f"{name}:size{axis}"
 
 
 def check_data(template: TensorDict, seqs: Sequence[Seq], *, what: str) -> None:

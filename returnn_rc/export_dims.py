@@ -27,7 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import numpy as np
 import tensorflow as tf
 
-from returnn_rc.tensor import Dim, Tensor, TensorDict, batch_dim
+from returnn_rc.tensor import Dim, Tensor, TensorDict, batch_dim, size_key
 
 DIMS_FORMAT = "returnn_rc.export"
 DIMS_VERSION = 1
@@ -37,11 +37,6 @@ DIMS_FILE = os.path.join("assets.extra", "returnn_rc_dims.json")
 KIND_BATCH = "batch"
 KIND_DYNAMIC = "dynamic"
 KIND_STATIC = "static"
-
-
-def size_key(name: str, axis: int) -> str:
-  """Signature key of the sizes ``[B]`` of dynamic axis ``axis`` of tensor ``name``: ``"<name>:size<axis>"``."""
-  return f"{name}:size{axis}"
 
 
 class DimIds:

@@ -67,14 +67,19 @@ def pad_sequences(seqs: Sequence[Seq], tensors_desc: TensorsDesc) -> Dict[str, n
           raise ValueError(f"sequence {i}: {name!r} axis {axis + 1} ({d['name']!r}) must have size {d['size']}, "
                            f"got shape {arr.shape}")
       arrays.append(arr)
-    max_shape = [max([a.shape[k] for a in arrays], default=0) for k in range(len(dims))]
-    padded = np.zeros([len(arrays)] + max_shape, dtype=dtype)
-    for i, arr in enumerate(arrays):
-      padded[(i,) + tuple(slice(0, s) for s in arr.shape)] = arr
-    out[name] = padded
+    out[name] = pad_arrays(arrays, rank=len(dims), dtype=dtype)
     for axis in desc["dynamic_axes"]:
       out[export_dims.size_key(name, axis)] = np.array([a.shape[axis - 1] for a in arrays], dtype=np.int32)
   return out
+
+
+def pad_arrays(arrays: Sequence[np.ndarray], *, rank: int, dtype) -> np.ndarray:
+  """Per-sequence arrays of rank ``rank`` → one zero-padded ``[N,...]`` array (the max size per axis)."""
+  max_shape = [max([a.shape[k] for a in arrays], default=0) for k in range(rank)]
+  padded = np.zeros([len(arrays)] + max_shape, dtype=dtype)
+  for i, arr in enumerate(arrays):
+    padded[(i,) + tuple(slice(0, s) for s in arr.shape)] = arr
+  return padded
 
 
 def unpad_sequences(padded: Mapping[str, np.ndarray], tensors_desc: TensorsDesc) -> List[Seq]:

@@ -314,6 +314,12 @@ class Tensor:
     return f"Tensor({self.name!r}, [{dims}], {self.dtype}{extra})"
 
 
+def size_key(name: str, axis: int) -> str:
+  """``"<name>:size<axis>"``: the key of the sizes ``[B]`` of dynamic axis ``axis`` (counted with the
+  batch axis) of tensor ``name`` (data pipeline, signature keys, forward outputs)."""
+  return f"{name}:size{axis}"
+
+
 def check_same_dims(tensor: Tensor, dims: Sequence[Dim]) -> None:
   """Raises ``ValueError`` unless ``dims`` is a permutation of ``tensor.dims``."""
   if len(dims) != len(tensor.dims) or set(map(id, dims)) != set(map(id, tensor.dims)):
@@ -397,7 +403,7 @@ class TensorDict:
       out[key] = tensor.get_raw()
       for axis, d in enumerate(tensor.dims):
         if d.is_dynamic():
-          out[f"{key}:size{axis}"] = d.get_dyn_size()
+          out[size_key(key, axis)] = d.get_dyn_size()
     return out
 
   def __repr__(self) -> str:

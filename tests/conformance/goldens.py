@@ -37,7 +37,9 @@ import tensorflow as tf
 
 import returnn_rc as rc
 from returnn_rc import graph_state as rc_graph_state
+from returnn_rc import forward as rc_forward
 from returnn_rc import nn as rc_nn
+from returnn_rc.tensor import size_key
 
 import graphs
 
@@ -164,10 +166,6 @@ class Built:
     return dict(zip([v.op.name for v in tvars], sess.run(tvars)))
 
 
-def size_key(name: str, axis: int) -> str:
-  return f"{name}:size{axis}"
-
-
 def build(name: str, *, train_flag: Union[str, bool] = rc_graph_state.TRAIN_FLAG_PLACEHOLDER, xla: bool = False,
           finalize: bool = True, hook: Optional[Callable[[str, Any], None]] = None,
           golden_module: Any = None) -> Built:
@@ -275,12 +273,8 @@ def pad(template: rc.TensorDict, seqs: Sequence[Mapping[str, np.ndarray]]) -> Di
   out = {}
   for name, tmpl in template.items():
     arrays = [np.asarray(seq[name]) for seq in seqs]
-    rank = tmpl.batch_ndim - 1
-    max_shape = [max(a.shape[k] for a in arrays) for k in range(rank)]
-    padded = np.zeros([len(arrays)] + max_shape, dtype=tf.as_dtype(tmpl.dtype).as_numpy_dtype)
-    for i, arr in enumerate(arrays):
-      padded[(i,) + tuple(slice(0, s) for s in arr.shape)] = arr
-    out[name] = padded
+    out[name] = rc_forward.pad_arrays(arrays, rank=tmpl.batch_ndim - 1,
+                                      dtype=tf.as_dtype(tmpl.dtype).as_numpy_dtype)
     for axis, d in enumerate(tmpl.dims):
       if d.is_dynamic():
         out[size_key(name, axis)] = np.array([a.shape[axis - 1] for a in arrays], np.int32)
