@@ -259,7 +259,7 @@ class RunCtx:
       raise ValueError(f"duplicate loss name {name!r}: already marked losses are {list(self.losses)}")
     if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
       raise TypeError(f"loss {name!r}: scale must be a Python float, got {type(scale).__name__} {scale!r}")
-    loss_t = _to_tensor(loss, dims, what=f"loss {name!r}")
+    loss_t = _to_tensor(loss, dims, kind="loss", name=name)
     if not tf.as_dtype(loss_t.dtype).is_floating:
       raw = tf.cast(loss_t.get_raw(), tf.float32)
       loss_t = Tensor(loss_t.name, loss_t.dims, "float32", raw_tensor=raw, feature_dim=loss_t.feature_dim)
@@ -302,7 +302,7 @@ class RunCtx:
       raise ValueError(f"duplicate output name {name!r}: already marked outputs are {list(self.outputs)}")
     if self.expected_outputs is not None and name not in self.expected_outputs:
       raise ValueError(f"unknown output name {name!r}: expected outputs are {list(self.expected_outputs)}")
-    out = _to_tensor(tensor, dims, what=f"output {name!r}")
+    out = _to_tensor(tensor, dims, kind="output", name=name)
     if dims is None:
       dims = _default_output_dims(out, name)
     out = out.copy_transpose(dims)
@@ -336,14 +336,15 @@ def _scalar_int64(value: Union[int, tf.Tensor], name: str) -> Tensor:
   return Tensor(name, (), "int64", raw_tensor=raw)
 
 
-def _to_tensor(value: Any, dims: Optional[Sequence[Dim]], *, what: str) -> Tensor:
+def _to_tensor(value: Any, dims: Optional[Sequence[Dim]], *, kind: str, name: str) -> Tensor:
+  what = f"{kind} {name!r}"
   if isinstance(value, Tensor):
     return value if dims is None else value.copy_transpose(dims)
   raw = tf.convert_to_tensor(value)
   if dims is None and raw.shape.rank != 0:
     raise ValueError(f"{what}: a raw tensor of shape {raw.shape} needs dims (one rc.Dim per axis)")
   try:
-    return convert_to_tensor(raw, dims=dims, name=what.split(" ", 1)[-1].strip("'"))
+    return convert_to_tensor(raw, dims=dims, name=name)
   except ValueError as exc:
     raise ValueError(f"{what}: {exc}") from None
 
