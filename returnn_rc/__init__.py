@@ -6,10 +6,10 @@ Write a model once as RETURNN-style ``train_step`` / ``forward_step`` functions,
 """
 
 from returnn_rc import graph_state
-from returnn_rc.losses import EpochAccumulator, report_fetches
+from returnn_rc.losses import Loss
 from returnn_rc.nn import dropout
+from returnn_rc.reporting import EpochAccumulator, report_fetches
 from returnn_rc.run_ctx import (
-    Loss,
     RunCtx,
     get_run_ctx,
     get_run_ctx_step,

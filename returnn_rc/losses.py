@@ -14,20 +14,17 @@ with a mask, so NaN/Inf there reach neither the loss nor the gradient. Reduction
 float32 (float64 for float64 losses), also for float16/bfloat16 losses.
 
 Reporting over an epoch is ``sum(summed) / sum(inv_norm)`` over its batches
-(:class:`EpochAccumulator`), never a mean of per-batch means.
+(:class:`returnn_rc.reporting.EpochAccumulator`), never a mean of per-batch means.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
+import dataclasses
+from typing import List, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from returnn_rc.tensor import Dim, Tensor, batch_dim
-
-if TYPE_CHECKING:
-  from returnn_rc.run_ctx import Loss
 
 
 def _reduce_dtype(dtype: str) -> tf.DType:
@@ -138,7 +135,7 @@ def scaled(reduced: Tensor, scale: float, *, name: str) -> Tensor:
     return _scalar(reduced.get_raw() * tf.constant(scale, reduced.get_raw().dtype), f"{name}:scaled")
 
 
-def total(losses: Sequence["Loss"]) -> Tensor:
+def total(losses: Sequence[Loss]) -> Tensor:
   """Sum of the scaled reduced losses (float32, or float64 if all are float64); scalar."""
   parts = [loss.get_scaled_reduced_loss().get_raw() for loss in losses]
   dtype = tf.float64 if all(p.dtype == tf.float64 for p in parts) else tf.float32
@@ -151,48 +148,55 @@ def _scope_name(name: str) -> str:
   return "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
 
 
-# --- reporting ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Loss:
+  """A loss marked via :meth:`RunCtx.mark_as_loss`, with its reductions as graph nodes.
 
-def report_fetches(losses: Mapping[str, "Loss"]) -> Dict[str, Tuple[tf.Tensor, tf.Tensor]]:
-  """name → (summed, inv_norm) raw scalars: everything per-batch and per-epoch reports need, for one
-  ``Session.run`` fetch together with the train op."""
-  return {name: (loss.get_summed_loss().get_raw(), loss.get_inv_norm_factor().get_raw())
-          for name, loss in losses.items()}
-
-
-class EpochAccumulator:
-  """Exact per-epoch figures: ``sum(summed) / sum(inv_norm)`` over the batches of an epoch.
-
-  Usage::
-
-    acc = EpochAccumulator()
-    for each batch: acc.add(session.run(report_fetches(ctx.losses)))
-    acc.figures()  # name -> float
+  Reductions (all scalar :class:`Tensor`, NaN/Inf in padded frames never reach them):
+    - summed: sum over the valid frames;
+    - inverse norm factor: number of valid elements, or the sum of ``custom_inv_norm_factor``;
+    - mean: summed / inverse norm factor;
+    - scaled reduced: (mean if ``use_normalized_loss`` else summed) * ``scale``.
   """
 
-  def __init__(self):
-    self._summed: Dict[str, float] = {}
-    self._inv_norm: Dict[str, float] = {}
-    self.num_batches = 0
+  loss: Tensor
+  name: str
+  scale: float = 1.0
+  as_error: bool = False
+  use_normalized_loss: bool = False
+  use_flatten_frames: bool = True
+  custom_inv_norm_factor: Optional[Tensor] = None
+  _summed_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
+  _mean_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
+  _inv_norm_factor_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
 
-  def add(self, fetched: Mapping[str, Tuple[float, float]]) -> Dict[str, float]:
-    """Adds one batch's ``{name: (summed, inv_norm)}``; returns that batch's figures."""
-    for name, (summed, inv_norm) in fetched.items():
-      self._summed[name] = self._summed.get(name, 0.0) + float(summed)
-      self._inv_norm[name] = self._inv_norm.get(name, 0.0) + float(inv_norm)
-    self.num_batches += 1
-    return {name: _ratio(float(s), float(n)) for name, (s, n) in fetched.items()}
+  def get_summed_loss(self) -> Tensor:
+    """Sum of the loss over all valid (non-padded) elements, scalar."""
+    if self._summed_loss_cached is None:
+      self._summed_loss_cached = summed_loss(self.loss, use_flatten_frames=self.use_flatten_frames,
+                                                     name=self.name)
+    return self._summed_loss_cached
 
-  def figures(self) -> Dict[str, float]:
-    """name → sum(summed) / sum(inv_norm) over all batches added so far."""
-    return {name: _ratio(self._summed[name], self._inv_norm[name]) for name in self._summed}
+  def get_inv_norm_factor(self) -> Tensor:
+    """Number of valid elements of the loss (or the sum of ``custom_inv_norm_factor``), scalar."""
+    if self._inv_norm_factor_cached is None:
+      self._inv_norm_factor_cached = inv_norm_factor(
+          self.loss, custom_inv_norm_factor=self.custom_inv_norm_factor, name=self.name)
+    return self._inv_norm_factor_cached
 
-  def totals(self) -> Dict[str, Tuple[float, float]]:
-    """name → (sum(summed), sum(inv_norm))."""
-    return {name: (self._summed[name], self._inv_norm[name]) for name in self._summed}
+  def get_mean_loss(self) -> Tensor:
+    """``summed / inv_norm_factor``, scalar."""
+    if self._mean_loss_cached is None:
+      self._mean_loss_cached = mean_loss(self.get_summed_loss(), self.get_inv_norm_factor(),
+                                                 name=self.name)
+    return self._mean_loss_cached
 
+  def get_scaled_reduced_loss(self) -> Tensor:
+    """``(mean if use_normalized_loss else summed) * scale``: what the optimizer sees, scalar."""
+    reduced = self.get_mean_loss() if self.use_normalized_loss else self.get_summed_loss()
+    return scaled(reduced, self.scale, name=self.name)
 
-def _ratio(summed: float, inv_norm: float) -> float:
-  if inv_norm == 0:
-    return 0.0 if summed == 0 else float(np.sign(summed)) * float("inf")
-  return summed / inv_norm
+  @property
+  def used_for_optimizer(self) -> bool:
+    """Whether :meth:`RunCtx.total_loss` includes this loss."""
+    return not self.as_error and self.scale != 0

@@ -1,90 +1,64 @@
-"""Per-epoch results, the epoch table, and TensorBoard scalars from fetched figures.
+"""Exact reporting of marked losses: per batch and per epoch ``Σ summed / Σ inv_norm``.
 
-Figures are computed in Python from one fetch per step (``rc.report_fetches``): per batch
-``summed / inv_norm`` per loss, per epoch ``Σ summed / Σ inv_norm`` (``rc.EpochAccumulator``).
-Scale and ``use_normalized_loss`` never change them; ``as_error`` losses are listed as errors.
+One ``Session.run`` per step fetches :func:`report_fetches` (the summed loss and the inverse norm
+factor of each loss, two scalars per loss); :class:`EpochAccumulator` adds them up over the batches of
+an epoch. The figure is never a mean of per-batch means, and a loss's ``scale`` or
+``use_normalized_loss`` never changes it.
+
+The same rule holds for a batch and for an epoch (:func:`ratio`): ``summed / inv_norm``, and 0 where
+``inv_norm`` is 0 (an empty batch or epoch), as the graph's ``Loss.get_mean_loss()``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Tuple
 
 import tensorflow as tf
 
-
-@dataclasses.dataclass
-class EpochResult:
-  """Figures of one epoch. ``train`` / ``dev``: loss name → Σ summed / Σ inv_norm."""
-
-  epoch: int
-  step: int  # global step after the epoch
-  learning_rate: float  # the rate used in this epoch
-  train: Dict[str, float]
-  dev: Dict[str, float]
-  num_batches: int = 0
-  steps_per_sec: float = 0.0
-  seconds: float = 0.0
-  batch_figures: List[Dict[str, float]] = dataclasses.field(default_factory=list, repr=False)
-
-  def to_json(self) -> Dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d.pop("batch_figures")
-    return d
-
-  @classmethod
-  def from_json(cls, d: Mapping[str, Any]) -> "EpochResult":
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in fields})
+from returnn_rc.losses import Loss
 
 
-def figure_label(name: str, errors: Sequence[str]) -> str:
-  """Column label: ``name`` for a loss, ``name(err)`` for an ``as_error`` loss."""
-  return f"{name}(err)" if name in errors else name
+def report_fetches(losses: Mapping[str, Loss]) -> Dict[str, Tuple[tf.Tensor, tf.Tensor]]:
+  """name → (summed, inv_norm) raw scalars: everything per-batch and per-epoch reports need, for one
+  ``Session.run`` fetch together with the train op."""
+  return {name: (loss.get_summed_loss().get_raw(), loss.get_inv_norm_factor().get_raw())
+          for name, loss in losses.items()}
 
 
-def format_table(results: Sequence[EpochResult], *, names: Sequence[str], errors: Sequence[str]) -> str:
-  """A plain-text table: epoch, step, lr, train and dev figure per loss, steps/s."""
-  cols = ["epoch", "step", "lr"]
-  cols += [f"train {figure_label(n, errors)}" for n in names]
-  has_dev = any(r.dev for r in results)
-  if has_dev:
-    cols += [f"dev {figure_label(n, errors)}" for n in names]
-  cols += ["steps/s", "sec"]
-  rows = []
-  for r in results:
-    row = [str(r.epoch), str(r.step), f"{r.learning_rate:.3g}"]
-    row += [_fmt(r.train.get(n)) for n in names]
-    if has_dev:
-      row += [_fmt(r.dev.get(n)) for n in names]
-    row += [f"{r.steps_per_sec:.1f}", f"{r.seconds:.1f}"]
-    rows.append(row)
-  widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
-  lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
-  lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows]
-  return "\n".join(lines)
+def ratio(summed: float, inv_norm: float) -> float:
+  """``summed / inv_norm``; 0 for ``inv_norm == 0`` (the rule of ``Loss.get_mean_loss()``)."""
+  if inv_norm == 0:
+    return 0.0
+  return summed / inv_norm
 
 
-def _fmt(value: Optional[float]) -> str:
-  return "-" if value is None else f"{value:.4f}"
+class EpochAccumulator:
+  """Exact per-epoch figures: ``sum(summed) / sum(inv_norm)`` over the batches of an epoch.
 
+  Usage::
 
-class SummaryWriter:
-  """Per-loss TensorBoard scalars (``tf.compat.v1.summary.FileWriter`` in the train dir).
-
-  Written from the already fetched numbers as ``Summary`` protos: no summary ops in the graph, no
-  extra ``Session.run``.
+    acc = EpochAccumulator()
+    for each batch: acc.add(session.run(report_fetches(ctx.losses)))
+    acc.figures()  # name -> float
   """
 
-  def __init__(self, logdir: str):
-    self._writer = tf.compat.v1.summary.FileWriter(logdir)
+  def __init__(self):
+    self._summed: Dict[str, float] = {}
+    self._inv_norm: Dict[str, float] = {}
+    self.num_batches = 0
 
-  def scalars(self, prefix: str, figures: Mapping[str, float], step: int) -> None:
-    values = [tf.compat.v1.Summary.Value(tag=f"{prefix}/{name}", simple_value=float(v)) for name, v in figures.items()]
-    self._writer.add_summary(tf.compat.v1.Summary(value=values), global_step=int(step))
+  def add(self, fetched: Mapping[str, Tuple[float, float]]) -> Dict[str, float]:
+    """Adds one batch's ``{name: (summed, inv_norm)}``; returns that batch's figures."""
+    for name, (summed, inv_norm) in fetched.items():
+      self._summed[name] = self._summed.get(name, 0.0) + float(summed)
+      self._inv_norm[name] = self._inv_norm.get(name, 0.0) + float(inv_norm)
+    self.num_batches += 1
+    return {name: ratio(float(s), float(n)) for name, (s, n) in fetched.items()}
 
-  def flush(self) -> None:
-    self._writer.flush()
+  def figures(self) -> Dict[str, float]:
+    """name → sum(summed) / sum(inv_norm) over all batches added so far."""
+    return {name: ratio(self._summed[name], self._inv_norm[name]) for name in self._summed}
 
-  def close(self) -> None:
-    self._writer.close()
+  def totals(self) -> Dict[str, Tuple[float, float]]:
+    """name → (sum(summed), sum(inv_norm))."""
+    return {name: (self._summed[name], self._inv_norm[name]) for name in self._summed}

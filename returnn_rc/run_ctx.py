@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import types
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 
-from returnn_rc import losses as _losses
+from returnn_rc.losses import Loss, check_loss_dims, total
 from returnn_rc.tensor import Dim, Tensor, TensorDict, batch_dim, convert_to_tensor
 
 STAGE_INIT = "init"
@@ -78,60 +77,6 @@ def _func_key(func: Any) -> Callable:
   return func
 
 
-@dataclasses.dataclass
-class Loss:
-  """A loss marked via :meth:`RunCtx.mark_as_loss`, with its reductions as graph nodes.
-
-  Reductions (all scalar :class:`Tensor`, NaN/Inf in padded frames never reach them):
-    - summed: sum over the valid frames;
-    - inverse norm factor: number of valid elements, or the sum of ``custom_inv_norm_factor``;
-    - mean: summed / inverse norm factor;
-    - scaled reduced: (mean if ``use_normalized_loss`` else summed) * ``scale``.
-  """
-
-  loss: Tensor
-  name: str
-  scale: float = 1.0
-  as_error: bool = False
-  use_normalized_loss: bool = False
-  use_flatten_frames: bool = True
-  custom_inv_norm_factor: Optional[Tensor] = None
-  _summed_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
-  _mean_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
-  _inv_norm_factor_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
-
-  def get_summed_loss(self) -> Tensor:
-    """Sum of the loss over all valid (non-padded) elements, scalar."""
-    if self._summed_loss_cached is None:
-      self._summed_loss_cached = _losses.summed_loss(self.loss, use_flatten_frames=self.use_flatten_frames,
-                                                     name=self.name)
-    return self._summed_loss_cached
-
-  def get_inv_norm_factor(self) -> Tensor:
-    """Number of valid elements of the loss (or the sum of ``custom_inv_norm_factor``), scalar."""
-    if self._inv_norm_factor_cached is None:
-      self._inv_norm_factor_cached = _losses.inv_norm_factor(
-          self.loss, custom_inv_norm_factor=self.custom_inv_norm_factor, name=self.name)
-    return self._inv_norm_factor_cached
-
-  def get_mean_loss(self) -> Tensor:
-    """``summed / inv_norm_factor``, scalar."""
-    if self._mean_loss_cached is None:
-      self._mean_loss_cached = _losses.mean_loss(self.get_summed_loss(), self.get_inv_norm_factor(),
-                                                 name=self.name)
-    return self._mean_loss_cached
-
-  def get_scaled_reduced_loss(self) -> Tensor:
-    """``(mean if use_normalized_loss else summed) * scale``: what the optimizer sees, scalar."""
-    reduced = self.get_mean_loss() if self.use_normalized_loss else self.get_summed_loss()
-    return _losses.scaled(reduced, self.scale, name=self.name)
-
-  @property
-  def used_for_optimizer(self) -> bool:
-    """Whether :meth:`RunCtx.total_loss` includes this loss."""
-    return not self.as_error and self.scale != 0
-
-
 class RunCtx:
   """The run context of one stage. Create via :func:`init_train_step_run_ctx` /
   :func:`init_forward_step_run_ctx`, read via :func:`get_run_ctx`.
@@ -160,9 +105,45 @@ class RunCtx:
     self.outputs = TensorDict()
     self._step_tensor: Optional[Tensor] = None
     self._epoch_tensor: Optional[Tensor] = None
+    # The token restoring the previous context (set when made current by init_*_run_ctx or __enter__).
+    self._scope_token: Optional[contextvars.Token] = None
+    self._entered = False
 
   def __repr__(self) -> str:
     return f"RunCtx(stage={self.stage!r}, train_flag={self._train_flag!r})"
+
+  # --- scope ------------------------------------------------------------------------------------
+
+  def __enter__(self) -> "RunCtx":
+    """Makes this the current context (if it is not yet) until ``__exit__``.
+
+    ``with rc.init_train_step_run_ctx(...) as ctx:`` restores, on exit (also on an exception), the
+    context that was current before ``init_train_step_run_ctx`` was called.
+    """
+    if self._entered:
+      raise RuntimeError(f"{self!r} is already entered; a run context cannot be entered twice")
+    if self._scope_token is None:
+      self._scope_token = _set_current(self)
+    elif _current.get() is not self:
+      raise RuntimeError(
+          f"{self!r} is no longer the current run context (current: {_current.get()!r}); enter it with 'with' "
+          f"right where it is created: 'with rc.init_train_step_run_ctx(...) as ctx:'")
+    self._entered = True
+    return self
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    token, self._scope_token, self._entered = self._scope_token, None, False
+    current = _current.get()
+    try:
+      _current.reset(token)
+    except ValueError:
+      raise RuntimeError(
+          f"{self!r} was entered in another thread or asyncio task (another contextvars.Context) than the one "
+          f"exiting it; enter and exit a run context in the same thread or task") from None
+    if current is not self and exc_type is None:
+      raise RuntimeError(
+          f"run contexts exited out of order: exiting {self!r} while {current!r} is current (nested 'with' "
+          f"blocks must exit innermost first); restored the context that was current before {self!r}")
 
   # --- train flag -------------------------------------------------------------------------------
 
@@ -263,7 +244,7 @@ class RunCtx:
     if not tf.as_dtype(loss_t.dtype).is_floating:
       raw = tf.cast(loss_t.get_raw(), tf.float32)
       loss_t = Tensor(loss_t.name, loss_t.dims, "float32", raw_tensor=raw, feature_dim=loss_t.feature_dim)
-    _losses.check_loss_dims(loss_t, name)
+    check_loss_dims(loss_t, name)
     inv_norm = None
     if custom_inv_norm_factor is not None:
       inv_norm = _as_any_shape_tensor(custom_inv_norm_factor, f"{name}:custom_inv_norm_factor")
@@ -282,7 +263,7 @@ class RunCtx:
       raise RuntimeError(
           f"total_loss(): all marked losses {list(self.losses)} are as_error or have scale 0; "
           f"nothing for the optimizer")
-    return _losses.total(used)
+    return total(used)
 
   # --- outputs ----------------------------------------------------------------------------------
 
@@ -405,12 +386,25 @@ def _check_expected_output(out: Tensor, expected: Tensor) -> None:
 _current: contextvars.ContextVar[Optional[RunCtx]] = contextvars.ContextVar("returnn_rc_run_ctx", default=None)
 
 
+def _set_current(ctx: RunCtx) -> contextvars.Token:
+  """Makes ``ctx`` current; returns the token that restores the previous context.
+
+  A previous context made current by a plain ``init_*_run_ctx()`` call and never entered can no longer
+  be entered (it is not current any more), so its token is dropped: a long series of plain calls does
+  not keep every earlier context (and its graph) alive.
+  """
+  previous = _current.get()
+  if previous is not None and not previous._entered:  # pylint: disable=protected-access
+    previous._scope_token = None  # pylint: disable=protected-access
+  return _current.set(ctx)
+
+
 def get_run_ctx() -> RunCtx:
   """The current run context; the implicit one is stage ``"init"`` with ``train_flag=False``."""
   ctx = _current.get()
   if ctx is None:
     ctx = RunCtx(stage=STAGE_INIT)
-    _current.set(ctx)
+    _set_current(ctx)
   return ctx
 
 
@@ -421,21 +415,29 @@ def get_run_ctx_step() -> Tensor:
 
 def reset_run_ctx() -> None:
   """Back to the implicit ``"init"`` context (``train_flag=False``)."""
-  _current.set(RunCtx(stage=STAGE_INIT))
+  _set_current(RunCtx(stage=STAGE_INIT))
+
+
+def _activate(ctx: RunCtx) -> RunCtx:
+  """Makes ``ctx`` current, remembering the previous context for ``with ctx:`` to restore."""
+  ctx._scope_token = _set_current(ctx)  # pylint: disable=protected-access
+  return ctx
 
 
 def init_train_step_run_ctx(*, train_flag: TrainFlag = True, step: Union[int, tf.Tensor] = 0,
                             epoch: Union[int, tf.Tensor] = 1) -> RunCtx:
-  """Enters stage ``"train_step"`` (training, or evaluation with ``train_flag=False``)."""
-  ctx = RunCtx(stage=STAGE_TRAIN_STEP, train_flag=train_flag, step=step, epoch=epoch)
-  _current.set(ctx)
-  return ctx
+  """Enters stage ``"train_step"`` (training, or evaluation with ``train_flag=False``).
+
+  As in RETURNN, a plain call sets the current context and returns it. The returned context is also
+  a context manager: ``with rc.init_train_step_run_ctx(...) as ctx:`` restores the previous context
+  on exit (also on an exception), so a nested build never wipes an outer one.
+  """
+  return _activate(RunCtx(stage=STAGE_TRAIN_STEP, train_flag=train_flag, step=step, epoch=epoch))
 
 
 def init_forward_step_run_ctx(*, expected_outputs: Optional[TensorDict] = None, step: Union[int, tf.Tensor] = 0,
                               epoch: Union[int, tf.Tensor] = 1) -> RunCtx:
-  """Enters stage ``"forward_step"`` (train flag off)."""
-  ctx = RunCtx(stage=STAGE_FORWARD_STEP, train_flag=False, step=step, epoch=epoch,
-               expected_outputs=expected_outputs)
-  _current.set(ctx)
-  return ctx
+  """Enters stage ``"forward_step"`` (train flag off); like :func:`init_train_step_run_ctx` also a
+  context manager restoring the previous context on exit."""
+  return _activate(RunCtx(stage=STAGE_FORWARD_STEP, train_flag=False, step=step, epoch=epoch,
+                          expected_outputs=expected_outputs))

@@ -173,7 +173,7 @@ def _engine_missing_function():
 
 
 def _engine_unknown_graph():
-  engine.load_graph_module("no_such_graph")
+  engine.load_graph_module("graphs.no_such_graph")
 
 
 def _engine_unknown_lr_loss():

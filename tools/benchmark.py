@@ -48,11 +48,12 @@ import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 import returnn_rc as rc  # pylint: disable=wrong-import-position
-from returnn_rc import data as rc_data  # pylint: disable=wrong-import-position
+from returnn_rc.engine import data as rc_data  # pylint: disable=wrong-import-position
 from returnn_rc import engine as rc_engine  # pylint: disable=wrong-import-position
 from returnn_rc import graph_state as rc_graph_state  # pylint: disable=wrong-import-position
 from returnn_rc import nn as rc_nn  # pylint: disable=wrong-import-position
 from graphs import char_lm  # pylint: disable=wrong-import-position
+import graph_names  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Smoke test of the whole table in seconds: a tiny char LM (one conv layer of 16 "
@@ -197,7 +198,7 @@ def batch_iterator(batches: Batches, *, fixed_shape: bool) -> Tuple[tf.Operation
   def pick(k):
     k = tf.cast(k, tf.int32)
     t = tf.shape(data)[2] if fixed_shape else max_lens[k]
-    return {"data": data[k, :, :t], rc_data.size_key("data", 1): lens[k]}
+    return {"data": data[k, :, :t], rc.tensor.size_key("data", 1): lens[k]}
 
   ds = tf.data.Dataset.range(len(batches.lens)).repeat().map(pick).prefetch(2)
   it = tf.compat.v1.data.make_initializable_iterator(ds)
@@ -306,7 +307,7 @@ class HandLoop:
       it = tf.compat.v1.data.make_initializable_iterator(ds)
       self._init_iter = it.initializer
       batch = it.get_next()
-      ids, lens = batch["data"], batch[rc_data.size_key("data", 1)]  # [B,T], [B]
+      ids, lens = batch["data"], batch[rc.tensor.size_key("data", 1)]  # [B,T], [B]
       global_step = tf.compat.v1.train.get_or_create_global_step()
       model = char_lm.Model()
       rc.init_train_step_run_ctx(train_flag=True, step=global_step)  # rc.dropout reads the flag and step
@@ -453,7 +454,7 @@ def build_train_graph(module) -> tf.Graph:
       batch[name] = tf.compat.v1.placeholder(tf.as_dtype(tmpl.dtype), shape, name=name)
       for axis, d in enumerate(tmpl.dims):
         if d.is_dynamic():
-          key = rc_data.size_key(name, axis)
+          key = rc.tensor.size_key(name, axis)
           batch[key] = tf.compat.v1.placeholder(tf.int32, [None], name=key.replace(":", "_"))
     extern_data = rc_data.extern_data_from_batch(template, batch)
     model = module.get_model(epoch=gs.epoch, step=gs.step)
@@ -470,8 +471,8 @@ def build_train_graph(module) -> tf.Graph:
 def part_build() -> List[Row]:
   """Part 5: median build time (of 3) and op count of each graph module's train graph."""
   rows = []
-  for name in rc_engine.available_graphs():
-    module = rc_engine.load_graph_module(name)
+  for name in graph_names.available():
+    module = graph_names.load(name)
     secs, graph = [], None
     for _ in range(1 if FLAGS.quick else 3):
       start = time.perf_counter()

@@ -10,13 +10,11 @@ marked output. The dims of every input and output are in ``<export_dir>/assets.e
 """
 
 import json
-import os
-import sys
-
 from absl import app, flags, logging
 
-# The repo root: for graphs/ (and returnn_rc when not installed).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import graph_names
+
+graph_names.ensure_repo_root_on_path()
 from returnn_rc import export  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -37,7 +35,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if (FLAGS.checkpoint is None) == (not FLAGS.fresh_init):
     raise app.UsageError("give exactly one of --checkpoint and --fresh_init")
-  module = export.import_graph_module(FLAGS.graph)
+  module = graph_names.load(FLAGS.graph)
   desc = export.export_saved_model(module, checkpoint_path=FLAGS.checkpoint, export_dir=FLAGS.export_dir,
                                    overwrite=FLAGS.overwrite, epoch=FLAGS.epoch, step=FLAGS.step)
   logging.info("exported %s (epoch %d, step %d) to %s", FLAGS.graph, desc["epoch"], desc["step"], FLAGS.export_dir)

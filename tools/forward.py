@@ -14,14 +14,13 @@ sequences in input order, dynamic axes zero-padded to the longest) and ``<name>:
 int32 for each dynamic axis; sequence i is ``out[name][i, :out[name + ":size1"][i]]`` for ``[B,T,...]``.
 """
 
-import os
-import sys
-
 from absl import app, flags, logging
 
-# The repo root: for graphs/ (and returnn_rc when not installed).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from returnn_rc import export, forward  # pylint: disable=wrong-import-position
+import graph_names
+
+graph_names.ensure_repo_root_on_path()
+from returnn_rc import graph_module  # pylint: disable=wrong-import-position
+from returnn_rc.export import forwarding as forward  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("graph", None, "Graph module (with --checkpoint or --fresh_init): a name in graphs/, a "
@@ -46,7 +45,7 @@ def main(argv):
     raise app.UsageError("give either --saved_model, or --graph with --checkpoint or --fresh_init")
   if FLAGS.checkpoint is not None and FLAGS.fresh_init:
     raise app.UsageError("give only one of --checkpoint and --fresh_init")
-  module = export.import_graph_module(FLAGS.graph) if FLAGS.graph else None
+  module = graph_names.load(FLAGS.graph) if FLAGS.graph else None
   if from_graph and module is None:
     raise app.UsageError("--checkpoint / --fresh_init need --graph")
   if FLAGS.input is None and module is None:
@@ -59,7 +58,7 @@ def main(argv):
     if FLAGS.input is not None:
       seqs = forward.read_sequences_npz(FLAGS.input, forwarder.description["inputs"])
     else:
-      seqs = module.default_data(FLAGS.split)
+      seqs = graph_module.default_data(module, FLAGS.split)
     if FLAGS.max_seqs is not None:
       seqs = seqs[:FLAGS.max_seqs]
     logging.info("forwarding %d sequences, batch size %d", len(seqs), FLAGS.batch_size)

@@ -11,14 +11,11 @@ A re-run resumes from the latest checkpoint there and trains only the missing ep
 """
 
 import os
-import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:  # run from a checkout: makes returnn_rc and graphs importable
-  sys.path.insert(0, _ROOT)
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # pylint: disable=wrong-import-position
+import graph_names
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("graph", "char_lm",
@@ -60,9 +57,9 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.get_logger().setLevel("ERROR")  # TF's deprecation warnings of the v1 API
+  module = graph_names.load(FLAGS.graph)
   from returnn_rc import engine  # pylint: disable=import-outside-toplevel
 
-  module = engine.load_graph_module(FLAGS.graph)
   name = engine.graph_name_of(module)
   train_dir = FLAGS.train_dir or os.path.join("train_dir", name)
   config = engine.EngineConfig(

@@ -37,7 +37,7 @@ import tensorflow as tf
 
 import returnn_rc as rc
 from returnn_rc import graph_state as rc_graph_state
-from returnn_rc import forward as rc_forward
+from returnn_rc import graph_module as rc_graph_module
 from returnn_rc import nn as rc_nn
 from returnn_rc.tensor import size_key
 
@@ -273,7 +273,7 @@ def pad(template: rc.TensorDict, seqs: Sequence[Mapping[str, np.ndarray]]) -> Di
   out = {}
   for name, tmpl in template.items():
     arrays = [np.asarray(seq[name]) for seq in seqs]
-    out[name] = rc_forward.pad_arrays(arrays, rank=tmpl.batch_ndim - 1,
+    out[name] = rc_graph_module.pad_arrays(arrays, rank=tmpl.batch_ndim - 1,
                                       dtype=tf.as_dtype(tmpl.dtype).as_numpy_dtype)
     for axis, d in enumerate(tmpl.dims):
       if d.is_dynamic():

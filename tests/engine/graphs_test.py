@@ -1,13 +1,16 @@
 """Every graph in graphs/ follows the contract and trains, evaluates and forwards in the engine."""
 
+import pkgutil
+
 import numpy as np
 from absl.testing import absltest, parameterized
 
+import graphs
 import returnn_rc as rc
 from returnn_rc import engine
 from tests.engine import testing_graphs
 
-_GRAPHS = engine.available_graphs()
+_GRAPHS = sorted(m.name for m in pkgutil.iter_modules(graphs.__path__) if not m.name.startswith("_"))
 
 
 class GraphsTest(parameterized.TestCase):
@@ -17,7 +20,7 @@ class GraphsTest(parameterized.TestCase):
 
   @parameterized.parameters(*_GRAPHS)
   def test_graph(self, name):
-    module = engine.load_graph_module(name)
+    module = engine.load_graph_module(f"graphs.{name}")
     template = module.extern_data_template()
     self.assertIsInstance(template, rc.TensorDict)
     self.assertIsNot(list(template.values())[0].dims[-1], list(module.extern_data_template().values())[0].dims[-1])

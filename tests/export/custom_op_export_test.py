@@ -8,7 +8,9 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 import returnn_rc as rc
-from returnn_rc import export, forward, forward_graph, ops
+from returnn_rc import export, ops
+from returnn_rc.export import forward_graph
+from returnn_rc.export import forwarding as forward
 import export_test_util as util
 import tiny_graph
 

@@ -7,7 +7,8 @@ from unittest import mock
 from absl.testing import absltest
 import numpy as np
 
-from returnn_rc import engine, export, forward
+from returnn_rc import engine, export
+from returnn_rc.export import forwarding as forward
 import export_test_util as util
 import tiny_graph
 

@@ -8,7 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 import returnn_rc as rc
-from returnn_rc import export, forward, forward_graph
+from returnn_rc import export
+from returnn_rc.export import forward_graph
+from returnn_rc.export import forwarding as forward
 import export_test_util as util
 import tiny_graph
 

@@ -6,7 +6,8 @@ import os
 from absl.testing import absltest
 import numpy as np
 
-from returnn_rc import export, forward
+from returnn_rc import export, graph_module
+from returnn_rc.export import forwarding as forward
 import export_test_util as util
 import tiny_graph
 
@@ -126,9 +127,9 @@ class ToolsTest(absltest.TestCase):
     self.assertIn("give either --saved_model, or --graph with --checkpoint or --fresh_init", log)
 
   def test_import_graph_module(self):
-    self.assertEqual(export.import_graph_module(_TINY).VOCAB, tiny_graph.VOCAB)
-    with self.assertRaisesRegex(ValueError, r"graph module 'no_such_graph' not found \(tried 'graphs.no_such_graph'"):
-      export.import_graph_module("no_such_graph")
+    self.assertEqual(graph_module.load_graph_module(_TINY).VOCAB, tiny_graph.VOCAB)
+    with self.assertRaisesRegex(ValueError, r"graph module 'graphs.no_such_graph' not found"):
+      graph_module.load_graph_module("graphs.no_such_graph")
 
 
 if __name__ == "__main__":

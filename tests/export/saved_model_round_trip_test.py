@@ -12,7 +12,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from returnn_rc import export, forward, forward_graph
+from returnn_rc import export
+from returnn_rc.export import forward_graph
+from returnn_rc.export import forwarding as forward
 import export_test_util as util
 
 _MODULES = util.graph_module_names()

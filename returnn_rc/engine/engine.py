@@ -3,14 +3,11 @@
 One graph per model holds everything (built once, then ``graph.finalize()``-d):
 
 - the input: one reinitializable ``tf.data`` iterator over length-bucketed padded batches
-  (:mod:`returnn_rc.data`), initialised per epoch for the train split (order = f(seed, epoch)) or
-  for the dev split; the model's extern data wraps ``iterator.get_next()``;
-- the symbolic train flag / step / epoch (:mod:`returnn_rc.graph_state`);
-- ``train_step``'s losses, their reductions and the optimizer on ``ctx.total_loss()`` advancing
-  the global step; evaluation runs the same loss nodes with the flag fed ``False`` and no train op;
-- ``forward_step``'s outputs, built in the *same* graph from the same model object and input
-  (one set of variables, one checkpoint, nothing rebuilt to forward);
-- the learning-rate variables (:mod:`returnn_rc.lr_control`) and the ``Saver``.
+  (:mod:`returnn_rc.engine.data`), initialised per epoch for the train split (order = f(seed, epoch))
+  or for the dev split; the model's extern data wraps ``iterator.get_next()``;
+- on it, the training graph of :func:`returnn_rc.engine.train_graph.build_train_graph` (the builder
+  the conformance suites and benchmarks use too): graph state, model, losses, optimizer, learning
+  rate, forward outputs in the same graph, ``Saver``.
 
 Per step one ``Session.run`` fetches the train op and ``rc.report_fetches`` (summed, inv norm per
 loss); per-epoch figures are ``Σ summed / Σ inv_norm`` (``rc.EpochAccumulator``).
@@ -23,86 +20,25 @@ depends on ``(seed, epoch)``; dropout masks are stateless functions of ``(seed, 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib
-import importlib.util
 import math
-import os
-import sys
 import time
-import types
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from returnn_rc import data as _data
-from returnn_rc import graph_state as _graph_state
-from returnn_rc import nn as _nn
-from returnn_rc import run_ctx as _run_ctx
-from returnn_rc.checkpoints import CheckpointDir, variable_shapes
-from returnn_rc.losses import EpochAccumulator, report_fetches
-from returnn_rc.lr_control import NewbobLR, check_loss_name
-from returnn_rc.reporting import EpochResult, SummaryWriter, format_table
-
-REQUIRED_FUNCTIONS = ("extern_data_template", "get_model", "train_step", "forward_step")
+from returnn_rc import graph_module as _graph_module
+from returnn_rc.engine import data as _data
+from returnn_rc.engine.checkpoints import CheckpointDir, variable_shapes
+from returnn_rc.engine.history import EpochResult, SummaryWriter, format_table
+from returnn_rc.engine.train_graph import TrainGraphConfig, build_train_graph
+from returnn_rc.reporting import EpochAccumulator
 
 
 class NonFiniteLossError(RuntimeError):
   """A loss of a batch was NaN or Inf; training stopped (no checkpoint of that epoch was written)."""
-
-
-def load_graph_module(name: str) -> types.ModuleType:
-  """Imports a graph module: ``"char_lm"`` (→ ``graphs.char_lm``), a dotted module name, or a ``.py`` path.
-
-  Raises ``ValueError`` if it cannot be found or lacks one of :data:`REQUIRED_FUNCTIONS`.
-  """
-  if name.endswith(".py") or os.sep in name:
-    path = os.path.abspath(name)
-    if not os.path.isfile(path):
-      raise ValueError(f"graph module file {path!r} does not exist")
-    mod_name = os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-  else:
-    ensure_repo_root_on_path()
-    full = name if "." in name else f"graphs.{name}"
-    try:
-      module = importlib.import_module(full)
-    except ModuleNotFoundError as exc:
-      if exc.name not in (full, full.rsplit(".", 1)[0]):
-        raise
-      raise ValueError(f"graph module {full!r} not found (--graph {name!r}); graphs in graphs/: "
-                       f"{available_graphs()}") from None
-  check_graph_module(module)
-  return module
-
-
-def available_graphs() -> List[str]:
-  """Names of the modules in the ``graphs`` package."""
-  try:
-    import graphs  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return []
-  folder = os.path.dirname(graphs.__file__)
-  return sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
-
-
-def graph_name_of(module: Any) -> str:
-  name = getattr(module, "__name__", None) or type(module).__name__
-  return name.rsplit(".", 1)[-1]
-
-
-def check_graph_module(module: Any) -> None:
-  """``ValueError`` naming the module and the missing functions if one of :data:`REQUIRED_FUNCTIONS` is missing."""
-  missing = [f for f in REQUIRED_FUNCTIONS if not callable(getattr(module, f, None))]
-  if missing:
-    raise ValueError(
-        f"graph module {graph_name_of(module)!r} is missing function(s) {missing}; a graph module must define "
-        f"{list(REQUIRED_FUNCTIONS)} (see graphs/__init__.py)")
 
 
 @dataclasses.dataclass
@@ -144,6 +80,11 @@ class EngineConfig:
   max_seqs: Optional[int] = None
   save_checkpoints: bool = True
 
+  def train_graph_config(self) -> TrainGraphConfig:
+    """The options of the training graph (:func:`returnn_rc.engine.train_graph.build_train_graph`)."""
+    return TrainGraphConfig(seed=self.seed, learning_rate=self.learning_rate, lr_control_loss=self.lr_control_loss,
+                            lr_decay=self.lr_decay, lr_decay_threshold=self.lr_decay_threshold, xla=self.xla)
+
 
 class Engine:
   """Trains, evaluates and forwards one graph module. Use as a context manager (closes the session).
@@ -157,15 +98,17 @@ class Engine:
 
   def __init__(self, graph_module: Any, config: EngineConfig, *, train_data: Optional[Sequence] = None,
                dev_data: Optional[Sequence] = None):
-    check_graph_module(graph_module)
+    _graph_module.check_graph_module(graph_module)
     if config.num_epochs < 0:
       raise ValueError(f"num_epochs must be >= 0, got {config.num_epochs}")
     self.module = graph_module
     self.config = config
-    self.graph_name = graph_name_of(graph_module)
-    self._train_data = list(train_data if train_data is not None else graph_module.default_data("train"))
+    self.graph_name = _graph_module.graph_name_of(graph_module)
+    if train_data is None:
+      train_data = _graph_module.default_data(graph_module, "train")
+    self._train_data = list(train_data)
     if dev_data is None:
-      dev_data = graph_module.default_data("dev") if hasattr(graph_module, "default_data") else []
+      dev_data = _graph_module.default_data(graph_module, "dev") if hasattr(graph_module, "default_data") else []
     self._dev_data = list(dev_data)
     if config.max_seqs is not None:
       self._train_data = self._train_data[:config.max_seqs]
@@ -188,15 +131,10 @@ class Engine:
     what = f"graph {self.graph_name!r}"
     self.graph = tf.Graph()
     with self.graph.as_default():
-      tf.compat.v1.set_random_seed(cfg.seed)
-      _nn.set_stateless_dropout_seed(cfg.seed)
-      template = self.module.extern_data_template()
-      _data.check_template(template, what=what)
+      template = _graph_module.extern_data_template(self.module)
       _data.check_data(template, self._train_data, what=f"{what} train data")
       if self._dev_data:
         _data.check_data(template, self._dev_data, what=f"{what} dev data")
-      gs = _graph_state.get_graph_state()
-      self.graph_state = gs
       with tf.name_scope("data"):
         self._order_seed = tf.compat.v1.placeholder(tf.int64, (), name="epoch_order_seed")
         datasets = {"train": _data.make_dataset(template, self._train_data, batch_size=cfg.batch_size,
@@ -212,42 +150,17 @@ class Engine:
         self._iter_init = {split: iterator.make_initializer(ds) for split, ds in datasets.items()}
         batch = iterator.get_next()
       extern_data = _data.extern_data_from_batch(template, batch)
-      model = self.module.get_model(epoch=gs.epoch, step=gs.step)
-      jit = tf.xla.experimental.jit_scope() if cfg.xla else contextlib.nullcontext()
-      try:
-        with jit:
-          ctx = _run_ctx.init_train_step_run_ctx(train_flag=gs.train_flag, step=gs.step, epoch=gs.epoch)
-          self.module.train_step(model=model, extern_data=extern_data)
-          if not ctx.losses:
-            raise ValueError(f"{what}: train_step marked no loss (call rc.get_run_ctx().mark_as_loss(...))")
-          self.loss_names = list(ctx.losses)
-          self.error_names = [n for n, loss in ctx.losses.items() if loss.as_error]
-          optimized = [n for n, loss in ctx.losses.items() if loss.used_for_optimizer]
-          lr_loss = cfg.lr_control_loss if cfg.lr_control_loss is not None else (optimized or self.loss_names)[0]
-          check_loss_name(lr_loss, self.loss_names)
-          self.lr_control = NewbobLR(learning_rate=cfg.learning_rate, loss_name=lr_loss, decay=cfg.lr_decay,
-                                     rel_threshold=cfg.lr_decay_threshold)
-          total = ctx.total_loss().get_raw()
-          self._fetches = report_fetches(ctx.losses)
-          optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate=self.lr_control.learning_rate)
-          grads_and_vars = dense_gradients(optimizer.compute_gradients(total))
-          self._train_op = optimizer.apply_gradients(grads_and_vars, global_step=gs.step_var)
-        fctx = _run_ctx.init_forward_step_run_ctx(
-            expected_outputs=self._outputs_template(extern_data), step=gs.step, epoch=gs.epoch)
-        self.module.forward_step(model=model, extern_data=extern_data)
-        fctx.check_outputs_complete()
-        self._output_fetches = fctx.outputs.as_raw_tensor_dict() if len(fctx.outputs) else {}
-      finally:
-        _run_ctx.reset_run_ctx()
-      variables = tf.compat.v1.global_variables()
-      self._var_shapes = variable_shapes(variables)
-      self._saver = tf.compat.v1.train.Saver(var_list=variables, max_to_keep=None, save_relative_paths=True)
-      self._init_op = tf.compat.v1.global_variables_initializer()
+      self.train_graph = tg = build_train_graph(self.module, extern_data, cfg.train_graph_config())
+      self.graph_state = tg.graph_state
+      self.loss_names, self.error_names = tg.loss_names, tg.error_names
+      self.lr_control = tg.lr_control
+      self._fetches = tg.report
+      self._train_op = tg.train_op
+      self._output_fetches = tg.output_fetches
+      self._var_shapes = variable_shapes(tg.variables)
+      self._saver = tg.saver
+      self._init_op = tg.init_op
     self.graph.finalize()
-
-  def _outputs_template(self, extern_data):
-    fn = getattr(self.module, "model_outputs_template", None)
-    return fn(extern_data) if callable(fn) else None
 
   # --- checkpoints ------------------------------------------------------------------------------
 
@@ -411,24 +324,5 @@ class Engine:
     self.close()
 
 
-def dense_gradients(grads_and_vars):
-  """Sparse (``IndexedSlices``) gradients, e.g. of embedding lookups, as dense tensors.
-
-  Under XLA a sparse update de-duplicates its indices with ``tf.unique``, whose size (the number of
-  distinct ids in the batch) becomes a compile-time constant: XLA would recompile for nearly every
-  batch. The dense gradient of an embedding ``[V,E]`` has a static shape. Done with and without
-  XLA, so both run the same (dense) Adam update: TF's sparse Adam kernel updates the slots
-  differently from the dense one.
-  """
-  return [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in grads_and_vars]
-
-
 def _fmt_figures(figures: Dict[str, float]) -> str:
   return ", ".join(f"{k}={v:.4f}" for k, v in figures.items()) or "-"
-
-
-def ensure_repo_root_on_path() -> None:
-  """Makes ``graphs`` importable when running from a checkout (the repo root holds ``graphs/``)."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  if os.path.isdir(os.path.join(root, "graphs")) and root not in sys.path:
-    sys.path.insert(0, root)

@@ -25,8 +25,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from returnn_rc import export_dims
-from returnn_rc.forward_graph import build_forward_graph, make_session, read_step_epoch, resolve_checkpoint
+from returnn_rc.export import dims as export_dims
+from returnn_rc.export.forward_graph import build_forward_graph, make_session, read_step_epoch, resolve_checkpoint
+from returnn_rc.graph_module import pad_arrays
 
 Seq = Dict[str, np.ndarray]
 TensorsDesc = Mapping[str, Mapping[str, Any]]
@@ -71,15 +72,6 @@ def pad_sequences(seqs: Sequence[Seq], tensors_desc: TensorsDesc) -> Dict[str, n
     for axis in desc["dynamic_axes"]:
       out[export_dims.size_key(name, axis)] = np.array([a.shape[axis - 1] for a in arrays], dtype=np.int32)
   return out
-
-
-def pad_arrays(arrays: Sequence[np.ndarray], *, rank: int, dtype) -> np.ndarray:
-  """Per-sequence arrays of rank ``rank`` → one zero-padded ``[N,...]`` array (the max size per axis)."""
-  max_shape = [max([a.shape[k] for a in arrays], default=0) for k in range(rank)]
-  padded = np.zeros([len(arrays)] + max_shape, dtype=dtype)
-  for i, arr in enumerate(arrays):
-    padded[(i,) + tuple(slice(0, s) for s in arr.shape)] = arr
-  return padded
 
 
 def unpad_sequences(padded: Mapping[str, np.ndarray], tensors_desc: TensorsDesc) -> List[Seq]:
@@ -182,7 +174,7 @@ class Forwarder:
 class GraphModuleForwarder(Forwarder):
   """``forward_step`` of a graph module, restored from a checkpoint (``None``: fresh random init).
 
-  Built exactly as the export builds it (:func:`returnn_rc.forward_graph.build_forward_graph`), so
+  Built exactly as the export builds it (:func:`returnn_rc.export.forward_graph.build_forward_graph`), so
   its outputs equal those of the exported SavedModel.
   """
 

@@ -2,9 +2,8 @@
 
 Example::
 
-  from graphs import char_lm
   from returnn_rc.export import export_saved_model
-  desc = export_saved_model(char_lm, checkpoint_path="train_dir/model.ckpt-1000", export_dir="export/char_lm")
+  desc = export_saved_model(load_graph_module("graphs.char_lm"), checkpoint_path="train_dir/model.ckpt-1000", export_dir="export/char_lm")
 
 Serving needs only TensorFlow (no ``returnn_rc``)::
 
@@ -19,7 +18,7 @@ The SavedModel has tag ``serve`` and one signature ``serving_default`` (method `
   inputs has one size key, named after the first of them);
 - outputs: each marked output ``"<name>"`` plus ``"<name>:size<axis>"`` ``[B]`` int32 per dynamic axis.
 
-Names (of inputs and outputs) must match :data:`returnn_rc.forward_graph.VALID_NAME`: a letter or
+Names (of inputs and outputs) must match :data:`returnn_rc.export.forward_graph.VALID_NAME`: a letter or
 ``_``, then letters, digits, ``_``, ``.``, ``-``. The dims of every input and output are stored in
 ``<export_dir>/assets.extra/returnn_rc_dims.json`` (:func:`load_dims`, :func:`tensors_from_outputs`).
 
@@ -30,52 +29,18 @@ fallback, so loading needs no ``returnn_rc`` and no custom-op library.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from returnn_rc import export_dims
-from returnn_rc.export_dims import DIMS_FILE, load_dims, size_key, tensors_from_outputs
-from returnn_rc.forward_graph import (
-    ForwardGraph, build_forward_graph, make_session, read_step_epoch, resolve_checkpoint)
+from returnn_rc.export import dims as export_dims
+from returnn_rc.export.forward_graph import ForwardGraph, build_forward_graph, make_session, read_step_epoch, resolve_checkpoint
 
 SIGNATURE_KEY = "serving_default"
 TAGS = ("serve",)
-
-__all__ = [
-    "DIMS_FILE", "SIGNATURE_KEY", "TAGS", "build_forward_graph", "export_saved_model", "import_graph_module",
-    "load_dims", "size_key", "tensors_from_outputs",
-]
-
-
-def import_graph_module(name: str) -> Any:
-  """A graph module from ``"char_lm"`` (→ ``graphs.char_lm``), a dotted module name, or a ``.py`` path."""
-  if not isinstance(name, str) or not name:
-    raise ValueError(f"graph module must be a module name or a .py path, got {name!r}")
-  if name.endswith(".py") or os.sep in name:
-    if not os.path.isfile(name):
-      raise ValueError(f"graph module file {name!r} does not exist")
-    mod_name = "returnn_rc_graph_" + os.path.splitext(os.path.basename(name))[0]
-    spec = importlib.util.spec_from_file_location(mod_name, name)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return module
-  full = name if "." in name else f"graphs.{name}"
-  try:
-    return importlib.import_module(full)
-  except ModuleNotFoundError as exc:
-    if exc.name not in (full, full.rsplit(".", 1)[0]):
-      raise
-    raise ValueError(f"graph module {name!r} not found (tried {full!r}; run from the repo root or set "
-                     f"PYTHONPATH)") from None
-
 
 def _check_export_dir(export_dir: str, overwrite: bool) -> None:
   if not isinstance(export_dir, str) or not export_dir:

@@ -171,16 +171,3 @@ def extern_data_from_batch(template: TensorDict, batch: Mapping[str, tf.Tensor])
     out[name] = Tensor(name, tmpl.dims, tmpl.dtype, raw_tensor=batch[name], sparse_dim=tmpl.sparse_dim,
                        feature_dim=tmpl.feature_dim)
   return out
-
-
-def check_template(template: TensorDict, *, what: str) -> None:
-  """``ValueError`` unless every input of ``template`` is a template with the batch dim on axis 0."""
-  if not isinstance(template, TensorDict):
-    raise TypeError(f"{what}: extern_data_template() must return an rc.TensorDict, got {type(template).__name__}")
-  if not len(template):
-    raise ValueError(f"{what}: extern_data_template() returned no inputs")
-  for name, tmpl in template.items():
-    if not tmpl.dims or not tmpl.dims[0].is_batch_dim:
-      raise ValueError(f"{what}: extern_data {name!r} must have rc.batch_dim as axis 0, got dims {list(tmpl.dims)}")
-    if any(d.is_batch_dim for d in tmpl.dims[1:]):
-      raise ValueError(f"{what}: extern_data {name!r} has the batch dim twice: {list(tmpl.dims)}")

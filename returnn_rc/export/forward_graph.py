@@ -25,7 +25,6 @@ has one size key, named after the first input that has it.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
@@ -33,9 +32,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 import numpy as np
 import tensorflow as tf
 
-from returnn_rc import export_dims
+from returnn_rc import graph_module as _graph_module
 from returnn_rc import graph_state as _graph_state
-from returnn_rc.run_ctx import init_forward_step_run_ctx, reset_run_ctx
+from returnn_rc.export import dims as export_dims
+from returnn_rc.run_ctx import init_forward_step_run_ctx
 from returnn_rc.tensor import Tensor, TensorDict
 
 #: Valid input / output names (signature keys; ``:`` is reserved for the size keys).
@@ -97,35 +97,6 @@ def _module_name(graph_module: Any) -> str:
   return getattr(graph_module, "__name__", type(graph_module).__name__)
 
 
-def _make_placeholders(extern_data: TensorDict, module_name: str) -> None:
-  """Gives each input a placeholder ``[B,...]`` and each dynamic dim int32 sizes ``[B]``."""
-  for name, tensor in extern_data.items():
-    check_name(name, f"{module_name}: extern-data input")
-    if not tensor.dims or not tensor.dims[0].is_batch_dim:
-      raise ValueError(f"{module_name}: extern-data input {name!r} must have rc.batch_dim at axis 0, "
-                       f"got dims {list(tensor.dims)}")
-    shape = [None if not d.is_static() else d.dimension for d in tensor.dims]
-    raw = tf.compat.v1.placeholder(tf.as_dtype(tensor.dtype), shape, name=f"extern_data/{name}")
-    # EnsureShape: a serving call with the wrong rank fails naming this input (a placeholder's
-    # shape is not checked by tf.saved_model.load signatures).
-    tensor.raw_tensor = tf.ensure_shape(raw, shape, name=f"extern_data/{name}_checked")
-    for axis, d in enumerate(tensor.dims):
-      if d.is_dynamic() and d.dyn_size is None:
-        d.dyn_size = tf.compat.v1.placeholder(tf.int32, [None], name=f"extern_data/{name}_size{axis}")
-
-
-def _expected_outputs(graph_module: Any, extern_data: TensorDict) -> Optional[TensorDict]:
-  func = getattr(graph_module, "model_outputs_template", None)
-  if func is None:
-    return None
-  n_params = len(inspect.signature(func).parameters)
-  expected = func(extern_data) if n_params else func()
-  if not isinstance(expected, TensorDict):
-    raise TypeError(f"{_module_name(graph_module)}.model_outputs_template must return an rc.TensorDict, "
-                    f"got {type(expected).__name__}")
-  return expected
-
-
 def upstream_ops(tensors: Iterable[tf.Tensor]) -> Set[tf.Operation]:
   """All ops the given tensors depend on (data and control inputs), the tensors' own ops included."""
   todo = [t.op for t in tensors]
@@ -184,23 +155,20 @@ def build_forward_graph(graph_module: Any, *, epoch: int = 1, step: int = 0) -> 
   name = _module_name(graph_module)
   graph = tf.Graph()
   with graph.as_default(), ops_fallback():
-    extern_data = graph_module.extern_data_template()
-    if not isinstance(extern_data, TensorDict):
-      raise TypeError(f"{name}.extern_data_template() must return an rc.TensorDict, got {type(extern_data).__name__}")
-    _make_placeholders(extern_data, name)
+    extern_data = _graph_module.extern_data_template(graph_module)
+    for key in extern_data:
+      check_name(key, f"{name}: extern-data input")
+    _graph_module.make_placeholders(extern_data, check_shape=True)
     state = _graph_state.get_graph_state(graph)
     # Forwarding is never training: freeze the graph's symbolic train flag to a constant, so code that
     # reads it directly builds no dependency on the placeholder.
     with tf.name_scope("returnn_rc_state/"):
       state.train_flag = tf.constant(False, name="train_flag_frozen")
     model = graph_module.get_model(epoch=epoch, step=step)
-    ctx = init_forward_step_run_ctx(expected_outputs=_expected_outputs(graph_module, extern_data),
-                                    step=step, epoch=epoch)
-    try:
+    expected = _graph_module.outputs_template(graph_module, extern_data)
+    with init_forward_step_run_ctx(expected_outputs=expected, step=step, epoch=epoch) as ctx:
       graph_module.forward_step(model=model, extern_data=extern_data)
-      ctx.check_outputs_complete()
-    finally:
-      reset_run_ctx()
+    ctx.check_outputs_complete()
     outputs = ctx.outputs
     if not len(outputs):
       raise ValueError(f"{name}.forward_step marked no output; call rc.get_run_ctx().mark_as_output(...) "

@@ -1,0 +1,18 @@
+"""Training: data → one training graph → session loop → reporting, learning-rate control, checkpoints.
+
+- :mod:`~returnn_rc.engine.data`: sequences → length-bucketed padded ``tf.data`` batches;
+- :mod:`~returnn_rc.engine.train_graph`: the ONE training-graph builder (engine, suites, benchmarks);
+- :mod:`~returnn_rc.engine.engine`: :class:`Engine`, the session loop (train / evaluate / forward);
+- :mod:`~returnn_rc.engine.history`: per-epoch results, the epoch table, TensorBoard scalars;
+- :mod:`~returnn_rc.engine.lr_control`: Newbob learning-rate control keyed by a loss name;
+- :mod:`~returnn_rc.engine.checkpoints`: atomic checkpoints of one model in a train dir.
+"""
+
+from returnn_rc.engine.engine import Engine, EngineConfig, NonFiniteLossError
+from returnn_rc.engine.train_graph import TrainGraph, TrainGraphConfig, build_train_graph, dense_gradients
+from returnn_rc.graph_module import check_graph_module, graph_name_of, load_graph_module
+
+__all__ = [
+    "Engine", "EngineConfig", "NonFiniteLossError", "TrainGraph", "TrainGraphConfig", "build_train_graph",
+    "check_graph_module", "dense_gradients", "graph_name_of", "load_graph_module",
+]

@@ -1,0 +1,182 @@
+"""The training graph of a graph module: ONE builder, used by the engine, the conformance suites and the
+benchmarks alike.
+
+:func:`build_train_graph` adds to the current ``tf.compat.v1`` graph, on top of extern data the caller
+made (the engine: a ``tf.data`` iterator's ``get_next()``; a test: placeholders from
+:func:`returnn_rc.graph_module.make_placeholders`):
+
+- the graph seed and the stateless-dropout seed (:func:`returnn_rc.nn.set_stateless_dropout_seed`);
+- the symbolic train flag / step / epoch (:mod:`returnn_rc.graph_state`) and ``get_model``;
+- ``train_step`` in a train-step run context, every loss's reductions, ``total_loss``;
+- the learning-rate variables (:mod:`returnn_rc.engine.lr_control`), the optimizer's dense
+  gradients of ``total_loss`` (:func:`dense_gradients`) and the train op advancing the global step,
+  optionally inside ``jit_scope`` (XLA);
+- ``forward_step`` in a forward-step run context, in the *same* graph on the same model object
+  (one set of variables, one checkpoint), checked against ``model_outputs_template``;
+- the ``Saver`` over all global variables and the initialiser.
+
+Evaluation runs the same loss nodes with the train flag off and without the train op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
+import tensorflow as tf
+
+from returnn_rc import graph_module as _graph_module
+from returnn_rc import graph_state as _graph_state
+from returnn_rc import nn as _nn
+from returnn_rc.engine.lr_control import NewbobLR, check_loss_name
+from returnn_rc.losses import Loss
+from returnn_rc.reporting import report_fetches
+from returnn_rc.run_ctx import RunCtx, init_forward_step_run_ctx, init_train_step_run_ctx
+from returnn_rc.tensor import TensorDict
+
+
+@dataclasses.dataclass
+class TrainGraphConfig:
+  """What :func:`build_train_graph` builds.
+
+  Attributes:
+    seed: graph seed (variable initialisers) and seed of the stateless dropout masks.
+    learning_rate: initial learning rate (Adam), >= 0.
+    lr_control_loss: the loss whose epoch figure controls the rate (Newbob); None: the first loss
+      used by the optimizer.
+    lr_decay: Newbob factor when the figure did not improve by ``lr_decay_threshold`` (relative).
+    lr_decay_threshold: minimal relative improvement.
+    xla: build the train step (model, losses, gradients, update) inside ``jit_scope()``.
+    train_flag: ``"placeholder"`` / ``"variable"`` (the graph state's symbolic flag of that kind), or a
+      Python bool (a static flag: nothing symbolic in the model; for tests and benchmarks).
+  """
+
+  seed: int = 42
+  learning_rate: float = 1e-3
+  lr_control_loss: Union[str, None] = None
+  lr_decay: float = 0.5
+  lr_decay_threshold: float = 0.01
+  xla: bool = False
+  train_flag: Union[str, bool] = _graph_state.TRAIN_FLAG_PLACEHOLDER
+
+
+@dataclasses.dataclass
+class TrainGraph:
+  """A built training graph (see the module docstring); the twin of the export's ``ForwardGraph``.
+
+  Attributes:
+    graph: the ``tf.Graph``.
+    graph_state: its symbolic train flag / step / epoch.
+    train_flag: what the run contexts got: the graph state's flag tensor, or a Python bool.
+    model: what ``get_model`` returned.
+    extern_data: the extern data the model saw.
+    train_ctx / forward_ctx: the run contexts of ``train_step`` and ``forward_step``.
+    losses: name → :class:`rc.Loss`, in marking order.
+    loss_names / error_names: all loss names / those of ``as_error`` losses.
+    total_loss: scalar, what the optimizer minimises.
+    report: name → (summed, inv_norm) scalars (:func:`rc.report_fetches`).
+    grads: variable name → dense gradient of ``total_loss`` (the trainable variables that have one).
+    train_op: one optimizer step; advances the global step.
+    lr_control: the learning-rate variables and their Newbob control.
+    outputs: the marked outputs of ``forward_step``.
+    output_fetches: ``"<name>"`` and ``"<name>:size<axis>"`` → tensor, of the outputs.
+    variables: all global variables (what the saver stores).
+    saver / init_op: the ``Saver`` over ``variables`` (no rotation) and their initialiser.
+  """
+
+  graph: tf.Graph
+  graph_state: _graph_state.GraphState
+  train_flag: Union[bool, tf.Tensor]
+  model: Any
+  extern_data: TensorDict
+  train_ctx: RunCtx
+  forward_ctx: RunCtx
+  losses: Dict[str, Loss]
+  loss_names: List[str]
+  error_names: List[str]
+  total_loss: tf.Tensor
+  report: Dict[str, Tuple[tf.Tensor, tf.Tensor]]
+  grads: Dict[str, tf.Tensor]
+  train_op: tf.Operation
+  lr_control: NewbobLR
+  outputs: TensorDict
+  output_fetches: Dict[str, tf.Tensor]
+  variables: List[tf.Variable]
+  saver: tf.compat.v1.train.Saver
+  init_op: tf.Operation
+
+  def feed_dict(self, *, train: bool) -> Dict[tf.Tensor, bool]:
+    """The feeds of the train flag for one ``Session.run`` (none for a variable or static flag)."""
+    if isinstance(self.train_flag, tf.Tensor):
+      return self.graph_state.feed_dict(train=train)
+    return {}
+
+
+def dense_gradients(grads_and_vars: Sequence[Tuple[Any, tf.Variable]]) -> List[Tuple[Any, tf.Variable]]:
+  """Sparse (``IndexedSlices``) gradients, e.g. of embedding lookups, as dense tensors.
+
+  Under XLA a sparse update de-duplicates its indices with ``tf.unique``, whose size (the number of
+  distinct ids in the batch) becomes a compile-time constant: XLA would recompile for nearly every
+  batch. The dense gradient of an embedding ``[V,E]`` has a static shape. Done with and without
+  XLA, so both run the same (dense) Adam update: TF's sparse Adam kernel updates the slots
+  differently from the dense one.
+  """
+  return [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in grads_and_vars]
+
+
+def build_train_graph(module: Any, extern_data: TensorDict,
+                      config: TrainGraphConfig = TrainGraphConfig()) -> TrainGraph:
+  """Builds the training graph of ``module`` in the current graph, on ``extern_data``.
+
+  Args:
+    module: a graph module (see :mod:`returnn_rc.graph_module`).
+    extern_data: the extern data, raw tensors (and dynamic dims' sizes) set, in the current graph.
+    config: :class:`TrainGraphConfig`.
+  Raises:
+    ValueError: ``train_step`` marked no loss, an unknown ``lr_control_loss``, a bad learning rate;
+      outputs not matching ``model_outputs_template`` (``ValueError`` / ``RuntimeError``).
+  """
+  _graph_module.check_graph_module(module)
+  what = f"graph {_graph_module.graph_name_of(module)!r}"
+  graph = tf.compat.v1.get_default_graph()
+  tf.compat.v1.set_random_seed(config.seed)
+  _nn.set_stateless_dropout_seed(config.seed)
+  static_flag = not isinstance(config.train_flag, str)
+  kind = _graph_state.TRAIN_FLAG_PLACEHOLDER if static_flag else config.train_flag
+  gs = _graph_state.get_graph_state(graph, train_flag_kind=kind)
+  flag = bool(config.train_flag) if static_flag else gs.train_flag
+  model = module.get_model(epoch=gs.epoch, step=gs.step)
+  jit = tf.xla.experimental.jit_scope() if config.xla else contextlib.nullcontext()
+  with jit:
+    with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch) as train_ctx:
+      module.train_step(model=model, extern_data=extern_data)
+    if not train_ctx.losses:
+      raise ValueError(f"{what}: train_step marked no loss (call rc.get_run_ctx().mark_as_loss(...))")
+    loss_names = list(train_ctx.losses)
+    error_names = [n for n, loss in train_ctx.losses.items() if loss.as_error]
+    optimized = [n for n, loss in train_ctx.losses.items() if loss.used_for_optimizer]
+    lr_loss = config.lr_control_loss if config.lr_control_loss is not None else (optimized or loss_names)[0]
+    check_loss_name(lr_loss, loss_names)
+    lr_control = NewbobLR(learning_rate=config.learning_rate, loss_name=lr_loss, decay=config.lr_decay,
+                          rel_threshold=config.lr_decay_threshold)
+    total = train_ctx.total_loss().get_raw()
+    report = report_fetches(train_ctx.losses)
+    optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate=lr_control.learning_rate)
+    grads_and_vars = dense_gradients(optimizer.compute_gradients(total))
+    train_op = optimizer.apply_gradients(grads_and_vars, global_step=gs.step_var)
+  grads = {v.op.name: g for g, v in grads_and_vars if g is not None}
+  expected = _graph_module.outputs_template(module, extern_data)
+  with init_forward_step_run_ctx(expected_outputs=expected, step=gs.step, epoch=gs.epoch) as forward_ctx:
+    module.forward_step(model=model, extern_data=extern_data)
+  forward_ctx.check_outputs_complete()
+  outputs = forward_ctx.outputs
+  output_fetches = outputs.as_raw_tensor_dict() if len(outputs) else {}
+  variables = tf.compat.v1.global_variables()
+  saver = tf.compat.v1.train.Saver(var_list=variables, max_to_keep=None, save_relative_paths=True)
+  init_op = tf.compat.v1.global_variables_initializer()
+  return TrainGraph(
+      graph=graph, graph_state=gs, train_flag=flag, model=model, extern_data=extern_data, train_ctx=train_ctx,
+      forward_ctx=forward_ctx, losses=dict(train_ctx.losses), loss_names=loss_names, error_names=error_names,
+      total_loss=total, report=report, grads=grads, train_op=train_op, lr_control=lr_control, outputs=outputs,
+      output_fetches=output_fetches, variables=variables, saver=saver, init_op=init_op)
