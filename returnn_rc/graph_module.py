@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from returnn_rc.tensor import Tensor, TensorDict, size_key
+from returnn_rc.tensor import Tensor, TensorDict, check_name, size_key
 
 REQUIRED_FUNCTIONS = ("extern_data_template", "get_model", "train_step", "forward_step")
 #: Prefix of the ``sys.modules`` key of a graph module loaded from a ``.py`` path.
@@ -113,8 +113,8 @@ def extern_data_template(module: Any) -> TensorDict:
   """``module.extern_data_template()``, checked.
 
   Raises:
-    TypeError / ValueError: not a :class:`rc.TensorDict` of :class:`rc.Tensor`, no inputs, batch dim not
-      at axis 0, or a batch dim twice.
+    TypeError / ValueError: not a :class:`rc.TensorDict` of :class:`rc.Tensor`, no inputs, an invalid input
+      name (see :data:`returnn_rc.tensor.VALID_NAME_TEXT`), batch dim not at axis 0, or a batch dim twice.
   """
   what = f"graph module {graph_name_of(module)!r}"
   template = module.extern_data_template()
@@ -123,6 +123,7 @@ def extern_data_template(module: Any) -> TensorDict:
   if not len(template):
     raise ValueError(f"{what}: extern_data_template() returned no inputs")
   for name, tmpl in template.items():
+    check_name(name, f"{what}: extern-data input", key="signature key")
     if not isinstance(tmpl, Tensor):
       raise TypeError(f"{what}: extern_data {name!r} must be an rc.Tensor, got {type(tmpl).__name__}")
     if not tmpl.dims or not tmpl.dims[0].is_batch_dim:
@@ -149,6 +150,12 @@ def outputs_template(module: Any, extern_data: TensorDict) -> Optional[TensorDic
 
 def default_data(module: Any, split: str, max_seqs: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
   """``module.default_data(split[, max_seqs])`` as a list; ``ValueError`` if the module has none."""
+  if not isinstance(split, str) or not split:
+    raise TypeError(f"split must be a non-empty str such as 'train' or 'dev', got {split!r}")
+  if max_seqs is not None and (isinstance(max_seqs, (bool, np.bool_)) or not isinstance(max_seqs, (int, np.integer))):
+    raise TypeError(f"max_seqs must be an int or None, got {type(max_seqs).__name__} {max_seqs!r}")
+  if max_seqs is not None and max_seqs < 1:
+    raise ValueError(f"max_seqs must be >= 1 (or None for all), got {max_seqs}")
   func = getattr(module, "default_data", None)
   if not callable(func):
     raise ValueError(f"graph module {graph_name_of(module)!r} has no default_data(split) function; pass the "
@@ -170,10 +177,12 @@ def make_placeholders(template: TensorDict, *, check_shape: bool = False) -> Dic
   Sets the raw tensors of ``template`` (and the sizes of its dynamic dims) in place, in the current
   graph, under the name scope ``extern_data/``: ``extern_data/<name>`` and
   ``extern_data/<name>_size<axis>``. A dim shared by several inputs gets one sizes placeholder, named
-  after the first input that has it.
+  after the first input that has it. Sizes are per graph (:attr:`rc.Dim.dyn_size_ext`): a dynamic dim
+  gets a placeholder unless it has sizes in the current graph already, so the same template (e.g.
+  with module-level dims) serves several graphs.
 
   Args:
-    template: a fresh template (:func:`extern_data_template`); dynamic dims without sizes.
+    template: a template (:func:`extern_data_template`); its dynamic dims need no sizes in this graph.
     check_shape: wrap each input in ``tf.ensure_shape`` (a fed value of the wrong rank then fails
       naming the input, also through a SavedModel signature).
   Returns:
@@ -204,9 +213,32 @@ def feed_dict(placeholders: Mapping[str, tf.Tensor], batch: Mapping[str, np.ndar
   return {ph: batch[key] for key, ph in placeholders.items()}
 
 
-def pad_arrays(arrays: Sequence[np.ndarray], *, rank: int, dtype: Any) -> np.ndarray:
-  """Per-sequence arrays of rank ``rank`` → one zero-padded ``[N,...]`` array (the max size per axis)."""
-  max_shape = [max([a.shape[k] for a in arrays], default=0) for k in range(rank)]
+def pad_arrays(arrays: Sequence[np.ndarray], *, rank: int, dtype: Any,
+               static_shape: Optional[Sequence[Optional[int]]] = None, what: str = "sequence") -> np.ndarray:
+  """Per-sequence arrays of rank ``rank`` → one zero-padded ``[N,...]`` array (the max size per axis).
+
+  Args:
+    arrays: ``N`` arrays, each of rank ``rank``.
+    rank: the rank of each array (without the batch axis).
+    dtype: of the result.
+    static_shape: per axis the size every array must have (None: any); it is also the size of that axis
+      when ``arrays`` is empty, so an empty batch keeps its static dims (``[0,0,F]``, not ``[0,0,0]``).
+    what: named in error messages (e.g. the input's name).
+  Raises:
+    ValueError: an array of another rank, or of another size on a static axis.
+  """
+  if static_shape is not None and len(static_shape) != rank:
+    raise ValueError(f"{what}: static_shape {list(static_shape)} must have {rank} entries (the rank)")
+  for i, arr in enumerate(arrays):
+    if arr.ndim != rank:
+      raise ValueError(f"{what}: sequence {i} has rank {arr.ndim} (shape {arr.shape}), expected rank {rank}")
+    for k, size in enumerate(static_shape or ()):
+      if size is not None and arr.shape[k] != size:
+        raise ValueError(f"{what}: sequence {i} has size {arr.shape[k]} at axis {k} (shape {arr.shape}), "
+                         f"expected the static size {size}")
+  max_shape = [max([a.shape[k] for a in arrays],
+                   default=static_shape[k] if static_shape is not None and static_shape[k] is not None else 0)
+               for k in range(rank)]
   padded = np.zeros([len(arrays)] + max_shape, dtype=dtype)
   for i, arr in enumerate(arrays):
     padded[(i,) + tuple(slice(0, s) for s in arr.shape)] = arr
@@ -216,11 +248,22 @@ def pad_arrays(arrays: Sequence[np.ndarray], *, rank: int, dtype: Any) -> np.nda
 def pad_batch(template: TensorDict, seqs: Sequence[Seq]) -> Dict[str, np.ndarray]:
   """One padded batch of ``seqs``: ``"<name>"`` ``[B,...]`` zero-padded per input and
   ``"<name>:size<axis>"`` ``[B]`` int32 per dynamic axis (the format of the engine's ``tf.data``
-  batches and of :meth:`rc.TensorDict.as_raw_tensor_dict`)."""
+  batches and of :meth:`rc.TensorDict.as_raw_tensor_dict`). Static dims keep their size, also in an
+  empty batch.
+
+  Raises:
+    ValueError: a sequence lacks an input, or an input of the wrong rank or static size.
+  """
   out: Dict[str, np.ndarray] = {}
+  for i, seq in enumerate(seqs):
+    missing = [name for name in template if name not in seq]
+    if missing:
+      raise ValueError(f"sequence {i} lacks input(s) {missing}; it has {sorted(seq)}")
   for name, tmpl in template.items():
     arrays = [np.asarray(seq[name]) for seq in seqs]
-    out[name] = pad_arrays(arrays, rank=tmpl.batch_ndim - 1, dtype=tf.as_dtype(tmpl.dtype).as_numpy_dtype)
+    static = [d.dimension if d.is_static() else None for d in tmpl.dims[1:]]
+    out[name] = pad_arrays(arrays, rank=tmpl.batch_ndim - 1, dtype=tf.as_dtype(tmpl.dtype).as_numpy_dtype,
+                           static_shape=static, what=f"input {name!r}")
     for axis, d in enumerate(tmpl.dims):
       if d.is_dynamic():
         out[size_key(name, axis)] = np.array([a.shape[axis - 1] for a in arrays], np.int32)

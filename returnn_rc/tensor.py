@@ -10,7 +10,9 @@ Dims are compared by identity, as in RETURNN: two ``Dim("time")`` objects are di
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+import re
+import weakref
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +34,9 @@ class Dim:
       set later through :attr:`dyn_size_ext` or :attr:`dyn_size`; a raw int ``tf.Tensor`` or a
       :class:`Tensor` of sizes ``[B]`` for a dynamic dim with those sizes.
     name: human-readable name, used in error messages and exports.
+
+  The sizes of a dynamic dim are kept per ``tf.Graph`` (see :attr:`dyn_size_ext`): a dim may live at
+  module level (RETURNN config style) and serve several graphs in one process, each with its own sizes.
   """
 
   def __init__(self, dimension: Union[int, None, RawTensor, "Tensor"], *, name: str):
@@ -39,7 +44,11 @@ class Dim:
       raise TypeError(f"Dim name must be a non-empty str, got {name!r}")
     self.name = name
     self._is_batch = False
-    self._dyn_size_ext: Optional[Tensor] = None
+    # Sizes are kept per tf.Graph (in a table on the graph, see _graph_sizes), so one Dim (e.g. at
+    # module level in a graph module) serves any number of graphs. Sizes in no graph (eager tensors,
+    # templates without a raw tensor) are kept here.
+    self._sizes_no_graph: Optional[Tensor] = None
+    self._last_graph: Optional[weakref.ref] = None  # graph of the sizes set last; None: _sizes_no_graph
     if dimension is None:
       self.dimension: Optional[int] = None
     elif isinstance(dimension, (bool, np.bool_)):
@@ -77,13 +86,20 @@ class Dim:
 
   @property
   def dyn_size_ext(self) -> Optional["Tensor"]:
-    """Sizes ``[B]`` (int) of a dynamic dim, as a :class:`Tensor` with dims ``[batch_dim]``."""
-    return self._dyn_size_ext
+    """Sizes ``[B]`` (int) of a dynamic dim, as a :class:`Tensor` with dims ``[batch_dim]``.
+
+    Sizes are per ``tf.Graph``: inside a graph context (also a ``tf.while_loop`` / ``tf.cond`` body,
+    whose enclosing graphs are searched) the sizes set for that graph, else None, so a second graph
+    gets its own sizes (e.g. :func:`returnn_rc.graph_module.make_placeholders` sets them where they
+    are None). Outside any graph context: the sizes set most recently. Sizes that are in no graph
+    (eager tensors) are seen from every graph that has none of its own.
+    """
+    return self._sizes_in(_context_graph())
 
   @dyn_size_ext.setter
   def dyn_size_ext(self, sizes: Optional["Tensor"]):
     if sizes is None:
-      self._dyn_size_ext = None
+      self._clear_sizes()
       return
     self._check_can_have_sizes()
     if not isinstance(sizes, Tensor):
@@ -93,24 +109,56 @@ class Dim:
           f"Dim {self.name!r}: dyn_size_ext must have dims [batch_dim], got {list(sizes.dims)}")
     if sizes.raw_tensor is not None:
       _check_size_tensor(self.name, sizes.raw_tensor)
-    self._dyn_size_ext = sizes
+    graph = _graph_of(sizes.raw_tensor)
+    if graph is None:
+      self._sizes_no_graph = sizes
+      self._last_graph = None
+    else:
+      _graph_sizes(graph, create=True)[self] = sizes
+      self._last_graph = weakref.ref(graph)
 
   @property
   def dyn_size(self) -> Optional[tf.Tensor]:
-    """Raw sizes ``[B]`` (int32 or int64) of a dynamic dim, or None if not set."""
-    if self._dyn_size_ext is None:
-      return None
-    return self._dyn_size_ext.raw_tensor
+    """Raw sizes ``[B]`` (int32 or int64) of a dynamic dim, or None if not set (per graph, see
+    :attr:`dyn_size_ext`)."""
+    ext = self.dyn_size_ext
+    return None if ext is None else ext.raw_tensor
 
   @dyn_size.setter
   def dyn_size(self, sizes: Optional[RawTensor]):
     if sizes is None:
-      self._dyn_size_ext = None
+      self._clear_sizes()
       return
     self._check_can_have_sizes()
     sizes = tf.convert_to_tensor(sizes)
     _check_size_tensor(self.name, sizes)
-    self._dyn_size_ext = Tensor(f"{self.name}:size", [batch_dim], sizes.dtype.name, raw_tensor=sizes)
+    self.dyn_size_ext = Tensor(f"{self.name}:size", [batch_dim], sizes.dtype.name, raw_tensor=sizes)
+
+  def _sizes_in(self, graph: Optional[tf.Graph]) -> Optional["Tensor"]:
+    """The sizes seen from ``graph`` (searching its enclosing graphs); ``graph=None``: the latest."""
+    if graph is None:
+      last = self._last_graph() if self._last_graph is not None else None
+      if last is not None:
+        found = _graph_sizes(last).get(self)
+        if found is not None:
+          return found
+      return self._sizes_no_graph
+    while graph is not None:
+      found = _graph_sizes(graph).get(self)
+      if found is not None:
+        return found
+      graph = getattr(graph, "outer_graph", None)
+    return self._sizes_no_graph
+
+  def _clear_sizes(self):
+    """Forgets the sizes of the current graph (outside any graph context: the latest sizes)."""
+    graph = _context_graph()
+    if graph is None:
+      graph = self._last_graph() if self._last_graph is not None else None
+      if graph is None:
+        self._sizes_no_graph = None
+    if graph is not None:
+      _graph_sizes(graph).pop(self, None)
 
   def _check_can_have_sizes(self):
     if self._is_batch:
@@ -119,12 +167,17 @@ class Dim:
       raise ValueError(f"Dim {self.name!r} is static (dimension={self.dimension}); it has no dynamic sizes")
 
   def get_dyn_size(self) -> tf.Tensor:
-    """Raw sizes ``[B]``; raises a ``ValueError`` naming the dim if they were never set."""
-    sizes = self.dyn_size
-    if sizes is None:
+    """Raw sizes ``[B]`` (of the current graph, see :attr:`dyn_size_ext`); raises a ``ValueError``
+    naming the dim if they were never set."""
+    return self._get_dyn_size_in(_context_graph())
+
+  def _get_dyn_size_in(self, graph: Optional[tf.Graph]) -> tf.Tensor:
+    ext = self._sizes_in(graph)
+    if ext is None or ext.raw_tensor is None:
+      where = "" if graph is None else " in this graph"
       raise ValueError(
-          f"dynamic Dim {self.name!r} has no sizes: set dim.dyn_size (raw [B] ints) or dim.dyn_size_ext")
-    return sizes
+          f"dynamic Dim {self.name!r} has no sizes{where}: set dim.dyn_size (raw [B] ints) or dim.dyn_size_ext")
+    return ext.raw_tensor
 
   # --- misc -------------------------------------------------------------------------------------
 
@@ -143,6 +196,37 @@ class Dim:
     if self.dimension is not None:
       return f"Dim({self.name!r}, {self.dimension})"
     return f"Dim({self.name!r}, dynamic)"
+
+
+# Graph attribute (as graph_state's): a table Dim -> sizes of that graph. Weak in the Dim, so a graph never
+# keeps a Dim alive, and kept on the graph, so a Dim (e.g. at module level) never keeps a graph alive.
+_GRAPH_SIZES_ATTR = "_returnn_rc_dim_sizes"
+
+
+def _graph_sizes(graph: tf.Graph, create: bool = False) -> "weakref.WeakKeyDictionary[Dim, Tensor]":
+  table = getattr(graph, _GRAPH_SIZES_ATTR, None)
+  if table is None:
+    table = weakref.WeakKeyDictionary()
+    if create:
+      setattr(graph, _GRAPH_SIZES_ATTR, table)
+  return table
+
+
+def _context_graph() -> Optional[tf.Graph]:
+  """The graph being built (innermost, e.g. a loop body), or None outside any graph context."""
+  if tf.executing_eagerly():
+    return None
+  return tf.compat.v1.get_default_graph()
+
+
+def _graph_of(raw: Any) -> Optional[tf.Graph]:
+  """The graph of a symbolic tensor; None for None or an eager tensor."""
+  if raw is None:
+    return None
+  try:
+    return raw.graph
+  except AttributeError:  # eager tensors have no graph
+    return None
 
 
 def _check_size_tensor(name: str, sizes: tf.Tensor):
@@ -187,7 +271,11 @@ class Tensor:
   def __init__(self, name: str, dims: Sequence[Dim], dtype: DTypeLike, *,
                raw_tensor: Optional[RawTensor] = None, sparse_dim: Optional[Dim] = None,
                feature_dim: Optional[Dim] = None):
+    if not isinstance(name, str) or not name:
+      raise TypeError(f"Tensor name must be a non-empty str, got {type(name).__name__} {name!r}")
     self.name = name
+    if isinstance(dims, (str, Dim)) or not isinstance(dims, Iterable):
+      raise TypeError(f"Tensor {name!r}: dims must be a list or tuple of rc.Dim, got {type(dims).__name__} {dims!r}")
     dims = tuple(dims)
     for d in dims:
       if not isinstance(d, Dim):
@@ -287,7 +375,9 @@ class Tensor:
     """Bool mask of the valid frames of dynamic ``dim``, broadcastable to the raw tensor.
 
     The mask has the raw tensor's rank, with sizes ``B`` at the batch axis, ``T`` at the axis of
-    ``dim``, and 1 elsewhere.
+    ``dim``, and 1 elsewhere. Sizes ``[B']`` of another batch size than the tensor's are an error
+    (``ValueError`` when both are static, else a run-time ``InvalidArgumentError`` naming the dim),
+    never broadcast.
     """
     if not dim.is_dynamic():
       raise ValueError(f"Tensor {self.name!r}: {dim} is not a dynamic dim; it has no sequence mask")
@@ -298,8 +388,10 @@ class Tensor:
     raw = self.get_raw()
     time_axis = self.get_axis_from_dim(dim)
     batch_axis = self.get_axis_from_dim(batch_dim)
-    sizes = dim.get_dyn_size()
-    mask = tf.sequence_mask(sizes, maxlen=tf.shape(raw, out_type=sizes.dtype)[time_axis])  # [B,T]
+    sizes = dim._get_dyn_size_in(_graph_of(raw) or _context_graph())  # pylint: disable=protected-access
+    check = check_sizes_batch(self, dim, sizes)
+    with tf.control_dependencies(check):
+      mask = tf.sequence_mask(sizes, maxlen=tf.shape(raw, out_type=sizes.dtype)[time_axis])  # [B,T]
     if batch_axis > time_axis:
       mask = tf.transpose(mask)  # [T,B]
     for axis in range(len(self._dims)):
@@ -312,6 +404,44 @@ class Tensor:
                     for d in self._dims)
     extra = f", sparse_dim={self.sparse_dim}" if self.sparse_dim is not None else ""
     return f"Tensor({self.name!r}, [{dims}], {self.dtype}{extra})"
+
+
+def check_sizes_batch(tensor: Tensor, dim: Dim, sizes: tf.Tensor) -> List[tf.Operation]:
+  """Checks that the sizes ``[B']`` of ``dim`` have the batch size ``B`` of ``tensor``.
+
+  Returns:
+    the run-time check (empty if both sizes are static, which is checked here: ``ValueError``).
+  """
+  raw = tensor.get_raw()
+  batch_axis = tensor.get_axis_from_dim(batch_dim)
+  static_b = raw.shape[batch_axis] if raw.shape.rank is not None else None
+  static_n = sizes.shape[0] if sizes.shape.rank == 1 else None
+  if static_b is not None and static_n is not None:
+    if static_b != static_n:
+      raise ValueError(
+          f"Tensor {tensor.name!r}: the sizes of dim {dim.name} have batch size {static_n}, but the tensor has "
+          f"batch size {static_b} (axis {batch_axis} of shape {raw.shape})")
+    return []
+  same = tf.equal(tf.size(sizes, out_type=tf.int64), tf.shape(raw, out_type=tf.int64)[batch_axis])
+  return [tf.debugging.Assert(
+      same, [f"batch size mismatch: the sizes of dim {dim.name} do not have the batch size of {tensor.name}"],
+      name="check_batch_size")]
+
+
+#: Valid loss, output and extern-data names: they become op names, name scopes and signature keys
+#: (``:`` is reserved for the size keys ``"<name>:size<axis>"``).
+VALID_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+VALID_NAME_TEXT = "a letter or '_', then letters, digits, '_', '.' or '-' (no spaces, '/' or ':')"
+
+
+def check_name(name: Any, what: str, *, key: str = "name") -> str:
+  """Returns ``name`` if it is valid (:data:`VALID_NAME_TEXT`); ``TypeError`` for a non-str or empty name,
+  else ``ValueError`` ("<what> name '<name>' is not a valid <key>: expected ...")."""
+  if not isinstance(name, str) or not name:
+    raise TypeError(f"{what} name must be a non-empty str, got {type(name).__name__} {name!r}")
+  if not VALID_NAME.match(name):
+    raise ValueError(f"{what} name {name!r} is not a valid {key}: expected {VALID_NAME_TEXT}")
+  return name
 
 
 def size_key(name: str, axis: int) -> str:
@@ -400,10 +530,11 @@ class TensorDict:
     """name → raw tensor, plus ``"<name>:size<axis>"`` → sizes ``[B]`` of each dynamic axis."""
     out = {}
     for key, tensor in self.data.items():
-      out[key] = tensor.get_raw()
+      raw = tensor.get_raw()
+      out[key] = raw
       for axis, d in enumerate(tensor.dims):
         if d.is_dynamic():
-          out[size_key(key, axis)] = d.get_dyn_size()
+          out[size_key(key, axis)] = d._get_dyn_size_in(_graph_of(raw) or _context_graph())  # pylint: disable=protected-access
     return out
 
   def __repr__(self) -> str:

@@ -149,5 +149,88 @@ class TensorDictTest(absltest.TestCase):
       self.assertIs(raw["x:size1"], t.dyn_size)
 
 
+class DimSizesPerGraphTest(tf.test.TestCase):
+  """A Dim keeps its sizes per tf.Graph (e.g. a module-level dim used by several graphs)."""
+
+  def test_each_graph_its_own_sizes(self):
+    time = rc.Dim(None, name="time")
+    g1, g2 = tf.Graph(), tf.Graph()
+    with g1.as_default():
+      s1 = tf.constant([1, 2])
+      time.dyn_size = s1
+    with g2.as_default():
+      self.assertIsNone(time.dyn_size)  # was: the sizes of g1 (a tensor of another graph)
+      with self.assertRaisesRegex(ValueError, "'time' has no sizes in this graph"):
+        time.get_dyn_size()
+      s2 = tf.constant([3])
+      time.dyn_size = s2
+      self.assertIs(time.dyn_size, s2)
+    with g1.as_default():
+      self.assertIs(time.dyn_size, s1)
+      self.assertEqual(time.dyn_size_ext.dims, (rc.batch_dim,))
+    self.assertIs(time.dyn_size, s2)  # outside any graph context: the sizes set last
+
+  def test_loop_body_sees_outer_sizes(self):
+    time = rc.Dim(None, name="time")
+    with tf.Graph().as_default():
+      sizes = tf.constant([2, 3])
+      time.dyn_size = sizes
+      seen = []
+
+      def body(i):
+        seen.append(time.dyn_size)
+        return i + tf.reduce_sum(time.get_dyn_size())
+
+      out = tf.while_loop(lambda i: i < 10, body, [tf.constant(0)])
+      with self.cached_session() as sess:
+        self.assertEqual(sess.run(out), [10])
+    self.assertIs(seen[0], sizes)
+
+  def test_tensor_uses_the_sizes_of_its_own_graph(self):
+    time = rc.Dim(None, name="time")
+    tensors = []
+    for lens in ([1, 2], [2, 0, 1]):
+      with tf.Graph().as_default():
+        time.dyn_size = tf.constant(lens)
+        tensors.append(rc.Tensor("x", [rc.batch_dim, time], "float32", raw_tensor=tf.zeros([len(lens), 2])))
+    raw = rc.TensorDict({"x": tensors[0]}).as_raw_tensor_dict()  # outside any graph context
+    self.assertIs(raw["x:size1"].graph, tensors[0].raw_tensor.graph)
+
+  def test_clear_and_eager_sizes(self):
+    time = rc.Dim(None, name="time")
+    eager = tf.constant([4, 5])
+    time.dyn_size = eager  # in no graph: seen from every graph without sizes of its own
+    with tf.Graph().as_default():
+      self.assertIs(time.dyn_size, eager)
+      own = tf.constant([1])
+      time.dyn_size = own
+      self.assertIs(time.dyn_size, own)
+      time.dyn_size = None
+      self.assertIs(time.dyn_size, eager)
+    self.assertIs(time.dyn_size, eager)
+
+  def test_no_graph_kept_alive(self):
+    import gc  # pylint: disable=import-outside-toplevel
+    import weakref  # pylint: disable=import-outside-toplevel
+    time = rc.Dim(None, name="time")
+    graph = tf.Graph()
+    with graph.as_default():
+      time.dyn_size = tf.constant([1, 2])
+    ref = weakref.ref(graph)
+    del graph
+    gc.collect()
+    self.assertIsNone(ref())  # a module-level dim does not keep every graph alive
+    self.assertIsNone(time.dyn_size)
+
+
+class TensorNameTest(absltest.TestCase):
+
+  def test_bad_name_and_dims(self):
+    with self.assertRaisesRegex(TypeError, "Tensor name must be a non-empty str, got NoneType"):
+      rc.Tensor(None, [rc.batch_dim], "float32")
+    with self.assertRaisesRegex(TypeError, "dims must be a list or tuple of rc.Dim, got Dim"):
+      rc.Tensor("x", rc.batch_dim, "float32")
+
+
 if __name__ == "__main__":
   absltest.main()
