@@ -20,11 +20,32 @@ Reporting over an epoch is ``sum(summed) / sum(inv_norm)`` over its batches
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Sequence
+import math
+from typing import Any, List, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
-from returnn_rc.tensor import Dim, Tensor, batch_dim
+from returnn_rc.tensor import Dim, Tensor, batch_dim, check_name
+
+
+def check_loss_options(name: Any, *, scale: Any, as_error: Any, use_normalized_loss: Any,
+                       use_flatten_frames: Any) -> None:
+  """Checks the options of a loss (before any graph node is built).
+
+  Raises:
+    TypeError: a name that is not a str, a scale that is not a number, a flag that is not a bool.
+    ValueError: an invalid name (see :data:`returnn_rc.tensor.VALID_NAME_TEXT`), a non-finite scale.
+  """
+  check_name(name, "loss")
+  if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
+    raise TypeError(f"loss {name!r}: scale must be a Python float, got {type(scale).__name__} {scale!r}")
+  if not math.isfinite(float(scale)):
+    raise ValueError(f"loss {name!r}: scale must be finite, got {float(scale)}")
+  for option, value in (("as_error", as_error), ("use_normalized_loss", use_normalized_loss),
+                        ("use_flatten_frames", use_flatten_frames)):
+    if not isinstance(value, (bool, np.bool_)):
+      raise TypeError(f"loss {name!r}: {option} must be a bool, got {type(value).__name__} {value!r}")
 
 
 def _reduce_dtype(dtype: str) -> tf.DType:
@@ -49,7 +70,8 @@ def check_loss_dims(loss: Tensor, name: str) -> None:
 
 
 def _check_sizes_in_range(loss: Tensor, dims: Sequence[Dim]) -> List[tf.Operation]:
-  """Run-time checks that the sizes of each of ``dims`` lie in ``[0, T]``."""
+  """Run-time checks that the sizes of each of ``dims`` lie in ``[0, T]`` (their batch size is checked by
+  the mask, :meth:`Tensor.get_sequence_mask_broadcast`)."""
   checks = []
   raw = loss.get_raw()
   for d in dims:
@@ -59,6 +81,17 @@ def _check_sizes_in_range(loss: Tensor, dims: Sequence[Dim]) -> List[tf.Operatio
         sizes, max_len, message=f"seq_lens of dim {d.name} out of range: larger than the padded length T"))
     checks.append(tf.debugging.assert_non_negative(sizes, message=f"seq_lens of dim {d.name} out of range: negative"))
   return checks
+
+
+def _valid_only(tensor: Tensor, raw: tf.Tensor, dims: Sequence[Dim]) -> tf.Tensor:
+  """``raw`` (the raw tensor of ``tensor``, possibly cast) with the padded frames of ``dims`` replaced by 0,
+  by selection (NaN/Inf there reach neither the result nor its gradient); with run-time size checks."""
+  mask = None
+  for d in dims:
+    m = tensor.get_sequence_mask_broadcast(d)
+    mask = m if mask is None else tf.logical_and(mask, m)
+  with tf.control_dependencies(_check_sizes_in_range(tensor, dims)):
+    return tf.where(mask, raw, tf.zeros_like(raw))
 
 
 def _flatten_frames(raw: tf.Tensor, sizes: tf.Tensor, batch_axis: int, time_axis: int) -> tf.Tensor:
@@ -81,12 +114,7 @@ def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str) -> Tensor:
       return _scalar(tf.reduce_sum(tf.cast(raw, dtype)), f"{name}:summed")
     masked_dims = dynamic[1:] if use_flatten_frames else dynamic
     if masked_dims:
-      mask = None
-      for d in masked_dims:
-        m = loss.get_sequence_mask_broadcast(d)
-        mask = m if mask is None else tf.logical_and(mask, m)
-      with tf.control_dependencies(_check_sizes_in_range(loss, masked_dims)):
-        raw = tf.where(mask, raw, tf.zeros_like(raw))
+      raw = _valid_only(loss, raw, masked_dims)
     if use_flatten_frames:  # the op checks the range of the sizes itself
       time = dynamic[0]
       raw = _flatten_frames(raw, time.get_dyn_size(), loss.get_axis_from_dim(batch_dim),
@@ -94,12 +122,97 @@ def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str) -> Tensor:
     return _scalar(tf.reduce_sum(tf.cast(raw, dtype)), f"{name}:summed")
 
 
+def custom_inv_norm_tensor(value: Any, loss: Tensor, name: str) -> Tensor:
+  """``custom_inv_norm_factor`` of loss ``name`` as a :class:`Tensor` whose dims say which axes are dynamic.
+
+  - an :class:`Tensor`: its own dims (e.g. ``[B,T]`` with the loss's time dim, or ``[B]``);
+  - a raw scalar: as it is;
+  - a raw tensor of the loss's rank whose static shape fits the loss's: the loss's dims (so a ``[B,T]``
+    factor of a ``[B,T]`` loss is masked like the loss);
+  - a raw ``[B]`` vector of a loss with the batch dim: ``[batch_dim]``, one factor per sequence.
+
+  Any other raw shape is ambiguous (which axes hold padding?): ``ValueError`` asking for an :class:`Tensor`.
+  The factor is summed over its valid elements only: padded frames of each dynamic dim are excluded
+  by selection, as the loss's (RETURNN's ``reduce_sum`` masks them too).
+
+  Raises:
+    TypeError: not a number, bool or tensor of them.
+    ValueError: an ambiguous shape; a dynamic dim without sizes or without the batch dim; a batch size
+      other than the loss's (when both are static).
+  """
+  what = f"loss {name!r}: custom_inv_norm_factor"
+  if isinstance(value, Tensor):
+    factor = value
+  else:
+    try:
+      raw = tf.convert_to_tensor(value)
+    except (TypeError, ValueError) as exc:
+      raise TypeError(f"{what} must be a number or a tensor of numbers, got {type(value).__name__} {value!r}") from exc
+    rank = raw.shape.rank
+    if rank is None:
+      raise ValueError(f"{what} must have a known rank, got {raw}")
+    loss_shape = loss.get_raw().shape
+    if rank == 0:
+      dims = ()
+    elif rank == loss.batch_ndim and loss_shape.is_compatible_with(raw.shape):
+      dims = loss.dims
+    elif rank == 1 and loss.have_batch_axis():
+      dims = (batch_dim,)
+    else:
+      raise ValueError(
+          f"{what}: a raw tensor of shape {raw.shape} is ambiguous for a loss with dims {list(loss.dims)} "
+          f"(shape {loss_shape}); pass a scalar, a [B] vector, a tensor of the loss's shape, or an rc.Tensor "
+          f"with dims (its dynamic dims are masked)")
+    factor = Tensor(f"{name}:custom_inv_norm_factor", dims, raw.dtype, raw_tensor=raw)
+  dtype = tf.as_dtype(factor.dtype)
+  if not (dtype.is_floating or dtype.is_integer or dtype.is_bool) or dtype.is_complex:
+    raise TypeError(f"{what} must be a float, int or bool tensor, got dtype {dtype.name}")
+  factor.get_raw()  # a template without a raw tensor: ValueError naming it
+  for d in factor.dynamic_dims:
+    if not factor.have_batch_axis():
+      raise ValueError(f"{what}: dynamic dim {d} needs the batch dim to mask its padding, but its dims are "
+                       f"{list(factor.dims)}")
+    if d.dyn_size is None:
+      raise ValueError(f"{what}: dynamic dim {d} has no sizes (set dim.dyn_size or dim.dyn_size_ext)")
+  if factor.have_batch_axis() and loss.have_batch_axis():
+    b_factor, b_loss = _static_batch(factor), _static_batch(loss)
+    if b_factor is not None and b_loss is not None and b_factor != b_loss:
+      raise ValueError(f"{what} has batch size {b_factor}, but the loss has batch size {b_loss}")
+  return factor
+
+
+def _static_batch(tensor: Tensor) -> Optional[int]:
+  raw = tensor.get_raw()
+  return raw.shape[tensor.get_axis_from_dim(batch_dim)] if raw.shape.rank is not None else None
+
+
+def _custom_inv_norm(loss: Tensor, factor: Tensor, dtype: tf.DType, name: str) -> tf.Tensor:
+  """Sum of ``factor`` over its valid elements (padding excluded by selection), with run-time checks
+  (batch size as the loss's, sizes in range, values finite and >= 0); scalar."""
+  raw = tf.cast(factor.get_raw(), dtype)
+  if factor.dynamic_dims:
+    raw = _valid_only(factor, raw, factor.dynamic_dims)
+  checks = [tf.debugging.Assert(
+      tf.reduce_all(tf.logical_and(tf.math.is_finite(raw), raw >= 0)),
+      [f"custom_inv_norm_factor of loss {name} must be finite and >= 0 in the valid frames"], name="check_values")]
+  if factor.have_batch_axis() and loss.have_batch_axis() and (
+      _static_batch(factor) is None or _static_batch(loss) is None):
+    same = tf.equal(tf.shape(factor.get_raw(), out_type=tf.int64)[factor.get_axis_from_dim(batch_dim)],
+                    tf.shape(loss.get_raw(), out_type=tf.int64)[loss.get_axis_from_dim(batch_dim)])
+    checks.append(tf.debugging.Assert(
+        same, [f"batch size mismatch: custom_inv_norm_factor of loss {name} does not have the batch size of the loss"],
+        name="check_batch_size"))
+  with tf.control_dependencies(checks):
+    return tf.reduce_sum(raw)
+
+
 def inv_norm_factor(loss: Tensor, *, custom_inv_norm_factor: Optional[Tensor], name: str) -> Tensor:
-  """Number of valid elements of ``loss``, or the sum of ``custom_inv_norm_factor``; scalar."""
+  """Number of valid elements of ``loss``, or the sum of ``custom_inv_norm_factor`` over its valid
+  elements (see :func:`custom_inv_norm_tensor`); scalar."""
   dtype = _reduce_dtype(loss.dtype)
   with tf.name_scope(f"loss_{_scope_name(name)}/inv_norm_factor"):
     if custom_inv_norm_factor is not None:
-      return _scalar(tf.reduce_sum(tf.cast(custom_inv_norm_factor.get_raw(), dtype)), f"{name}:inv_norm_factor")
+      return _scalar(_custom_inv_norm(loss, custom_inv_norm_factor, dtype, name), f"{name}:inv_norm_factor")
     raw = loss.get_raw()
     static = 1
     for d in loss.dims:
@@ -111,7 +224,7 @@ def inv_norm_factor(loss: Tensor, *, custom_inv_norm_factor: Optional[Tensor], n
       for d in dynamic:
         sizes = tf.cast(d.get_dyn_size(), dtype)
         per_seq = sizes if per_seq is None else per_seq * sizes
-      count = tf.reduce_sum(per_seq)
+      count = tf.reduce_sum(per_seq)  # the sizes are checked where the loss is summed
     elif loss.have_batch_axis():
       count = tf.cast(tf.shape(raw)[loss.get_axis_from_dim(batch_dim)], dtype)
     else:
@@ -169,6 +282,15 @@ class Loss:
   _summed_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
   _mean_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
   _inv_norm_factor_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
+
+  def __post_init__(self):
+    check_loss_options(self.name, scale=self.scale, as_error=self.as_error,
+                       use_normalized_loss=self.use_normalized_loss, use_flatten_frames=self.use_flatten_frames)
+    if not isinstance(self.loss, Tensor):
+      raise TypeError(f"loss {self.name!r}: loss must be an rc.Tensor, got {type(self.loss).__name__}")
+    if self.custom_inv_norm_factor is not None and not isinstance(self.custom_inv_norm_factor, Tensor):
+      raise TypeError(f"loss {self.name!r}: custom_inv_norm_factor must be an rc.Tensor (or None), got "
+                      f"{type(self.custom_inv_norm_factor).__name__}")
 
   def get_summed_loss(self) -> Tensor:
     """Sum of the loss over all valid (non-padded) elements, scalar."""

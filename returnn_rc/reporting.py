@@ -20,7 +20,10 @@ from returnn_rc.losses import Loss
 
 def report_fetches(losses: Mapping[str, Loss]) -> Dict[str, Tuple[tf.Tensor, tf.Tensor]]:
   """name → (summed, inv_norm) raw scalars: everything per-batch and per-epoch reports need, for one
-  ``Session.run`` fetch together with the train op."""
+  ``Session.run`` fetch together with the train op. ``TypeError`` unless ``losses`` maps names to
+  :class:`Loss` (e.g. ``ctx.losses``)."""
+  if not isinstance(losses, Mapping) or not all(isinstance(loss, Loss) for loss in losses.values()):
+    raise TypeError(f"report_fetches: losses must map names to rc.Loss (e.g. ctx.losses), got {type(losses).__name__}")
   return {name: (loss.get_summed_loss().get_raw(), loss.get_inv_norm_factor().get_raw())
           for name, loss in losses.items()}
 
@@ -49,11 +52,19 @@ class EpochAccumulator:
 
   def add(self, fetched: Mapping[str, Tuple[float, float]]) -> Dict[str, float]:
     """Adds one batch's ``{name: (summed, inv_norm)}``; returns that batch's figures."""
-    for name, (summed, inv_norm) in fetched.items():
-      self._summed[name] = self._summed.get(name, 0.0) + float(summed)
-      self._inv_norm[name] = self._inv_norm.get(name, 0.0) + float(inv_norm)
+    batch = {}
+    for name, pair in fetched.items():
+      try:
+        summed, inv_norm = (float(v) for v in pair)
+      except (TypeError, ValueError):
+        raise TypeError(f"EpochAccumulator.add: loss {name!r} must be a pair of numbers (summed, inv_norm) as "
+                        f"report_fetches() gives, got {pair!r}") from None
+      batch[name] = (summed, inv_norm)
+    for name, (summed, inv_norm) in batch.items():
+      self._summed[name] = self._summed.get(name, 0.0) + summed
+      self._inv_norm[name] = self._inv_norm.get(name, 0.0) + inv_norm
     self.num_batches += 1
-    return {name: ratio(float(s), float(n)) for name, (s, n) in fetched.items()}
+    return {name: ratio(s, n) for name, (s, n) in batch.items()}
 
   def figures(self) -> Dict[str, float]:
     """name → sum(summed) / sum(inv_norm) over all batches added so far."""

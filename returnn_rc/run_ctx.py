@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import types
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
-from returnn_rc.losses import Loss, check_loss_dims, total
-from returnn_rc.tensor import Dim, Tensor, TensorDict, batch_dim, convert_to_tensor
+from returnn_rc.losses import Loss, check_loss_dims, check_loss_options, custom_inv_norm_tensor, total
+from returnn_rc.tensor import Dim, Tensor, TensorDict, batch_dim, check_name, convert_to_tensor
 
 STAGE_INIT = "init"
 STAGE_TRAIN_STEP = "train_step"
@@ -95,11 +95,13 @@ class RunCtx:
       raise ValueError(f"stage must be one of {_STAGES}, got {stage!r}")
     self.stage = stage
     self._train_flag: TrainFlag = _check_train_flag(train_flag)
-    self._func_train_flags: Dict[Callable, List[TrainFlag]] = {}
     self._step = _check_step_or_epoch("step", step, 0)
     self._epoch = _check_step_or_epoch("epoch", epoch, 1)
-    if expected_outputs is not None and not isinstance(expected_outputs, TensorDict):
-      raise TypeError(f"expected_outputs must be an rc.TensorDict, got {type(expected_outputs).__name__}")
+    if expected_outputs is not None:
+      if not isinstance(expected_outputs, TensorDict):
+        raise TypeError(f"expected_outputs must be an rc.TensorDict, got {type(expected_outputs).__name__}")
+      for key in expected_outputs:
+        check_name(key, "expected output", key="signature key")
     self.expected_outputs = expected_outputs
     self.losses: Dict[str, Loss] = {}
     self.outputs = TensorDict()
@@ -149,7 +151,14 @@ class RunCtx:
 
   @property
   def train_flag(self) -> TrainFlag:
-    """Whether we train (dropout etc. on): a Python bool, or a scalar bool tensor set at run time."""
+    """Whether we train (dropout etc. on): a Python bool, or a scalar bool tensor set at run time.
+
+    Inside :meth:`train_flag_ctx` the flag of the latest override still active in this thread / asyncio
+    task, else the flag the context was created with.
+    """
+    for record in reversed(_flag_overrides.get()):
+      if record.active and record.ctx is self and record.funcs is None:
+        return record.flag
     return self._train_flag
 
   @contextlib.contextmanager
@@ -162,38 +171,44 @@ class RunCtx:
       with ctx.train_flag_ctx(False, func=rc.dropout):  # no dropout ...
         with ctx.train_flag_ctx(True):                   # ... even here
           ...
+
+    Each entry is a record of its own, removed on exit: the flag seen is always that of the latest
+    override still active, also when overrides exit out of order (e.g. two context managers exited
+    explicitly in the order they were entered). The records are kept in a ``contextvars.ContextVar``,
+    as the current run context is: each thread and each asyncio task sees only its own overrides, so
+    two tasks that each hold an override across an ``await`` never see, nor undo, each other's. A task
+    also sees the overrides active where it was created, until their ``with`` block exits. Exiting an
+    override in another thread or task than the one that entered it ends it and raises ``RuntimeError``.
     """
     flag = _check_train_flag(train_flag)
-    if func is None:
-      old = self._train_flag
-      self._train_flag = flag
-      try:
-        yield
-      finally:
-        self._train_flag = old
-      return
-    funcs = list(func) if isinstance(func, (list, tuple)) else [func]
-    if not funcs:
-      raise TypeError("func must be a Python function or a non-empty list of them, got an empty list")
-    keys = [_func_key(f) for f in funcs]
-    for key in keys:
-      self._func_train_flags.setdefault(key, []).append(flag)
+    funcs = None
+    if func is not None:
+      func_list = list(func) if isinstance(func, (list, tuple)) else [func]
+      if not func_list:
+        raise TypeError("func must be a Python function or a non-empty list of them, got an empty list")
+      funcs = frozenset(_func_key(f) for f in func_list)
+    record = _FlagOverride(self, flag, funcs)
+    _flag_overrides.set(tuple(r for r in _flag_overrides.get() if r.active) + (record,))
     try:
       yield
     finally:
-      for key in keys:
-        stack = self._func_train_flags[key]
-        stack.pop()
-        if not stack:
-          del self._func_train_flags[key]
+      record.active = False  # for every context that holds it (also where it was entered, see below)
+      current = _flag_overrides.get()
+      if not any(r is record for r in current):
+        raise RuntimeError(
+            f"train_flag_ctx({flag!r}) of {self!r} exited in another thread or asyncio task (another "
+            f"contextvars.Context) than the one that entered it; enter and exit it in the same thread or task "
+            f"(the override has ended)")
+      _flag_overrides.set(tuple(r for r in current if r.active))
 
   def is_train_flag_enabled(self, *, func: Optional[Callable]) -> TrainFlag:
-    """The train flag as seen by ``func``: its own override if any, else the global flag."""
+    """The train flag as seen by ``func``: its own latest active override if any, else :attr:`train_flag`."""
     if func is not None:
-      stack = self._func_train_flags.get(_func_key(func))
-      if stack:
-        return stack[-1]
-    return self._train_flag
+      key = _func_key(func)
+      for record in reversed(_flag_overrides.get()):
+        if record.active and record.ctx is self and record.funcs is not None and key in record.funcs:
+          return record.flag
+    return self.train_flag
 
   # --- step / epoch -----------------------------------------------------------------------------
 
@@ -229,25 +244,43 @@ class RunCtx:
 
     Do not reduce axes over which epoch statistics should be collected. ``scale`` only affects the
     optimizer; ``as_error`` reports it as an error and keeps it out of the optimizer.
+
+    Args:
+      loss: e.g. ``[B,T]`` or ``[B]``, an :class:`Tensor` or a raw tensor with ``dims``; float, int or bool.
+      name: see :data:`returnn_rc.tensor.VALID_NAME_TEXT`.
+      dims: for a raw ``loss``: one :class:`Dim` per axis.
+      scale: finite; the factor for the optimizer only.
+      as_error, use_normalized_loss, use_flatten_frames: bools, as in RETURNN.
+      custom_inv_norm_factor: replaces the number of valid elements: its sum over its *valid* elements
+        (padded frames of its dynamic dims excluded, as in RETURNN). An :class:`Tensor` says by its dims
+        which axes are dynamic; a raw scalar, ``[B]`` vector or tensor of the loss's shape (then it has
+        the loss's dims) is accepted, any other raw shape is ambiguous (``ValueError``); see
+        :func:`returnn_rc.losses.custom_inv_norm_tensor`. Its valid values must be finite and >= 0
+        (run-time ``InvalidArgumentError``).
+    Raises:
+      RuntimeError: not in stage ``"train_step"``.
+      TypeError / ValueError: a bad name, option, dims or dtype, before any graph node is built.
     """
     if self.stage != STAGE_TRAIN_STEP:
       raise RuntimeError(
           f"mark_as_loss({name!r}) called in stage {self.stage!r}; losses can only be marked in stage "
           f"{STAGE_TRAIN_STEP!r} (use init_train_step_run_ctx())")
-    if not isinstance(name, str) or not name:
-      raise TypeError(f"loss name must be a non-empty str, got {name!r}")
+    check_name(name, "loss")
     if name in self.losses:
       raise ValueError(f"duplicate loss name {name!r}: already marked losses are {list(self.losses)}")
-    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating)):
-      raise TypeError(f"loss {name!r}: scale must be a Python float, got {type(scale).__name__} {scale!r}")
+    check_loss_options(name, scale=scale, as_error=as_error, use_normalized_loss=use_normalized_loss,
+                       use_flatten_frames=use_flatten_frames)
     loss_t = _to_tensor(loss, dims, kind="loss", name=name)
-    if not tf.as_dtype(loss_t.dtype).is_floating:
+    dtype = tf.as_dtype(loss_t.dtype)
+    if dtype.is_complex or not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
+      raise TypeError(f"loss {name!r} must be a float, int or bool tensor, got dtype {dtype.name}")
+    if not dtype.is_floating:
       raw = tf.cast(loss_t.get_raw(), tf.float32)
       loss_t = Tensor(loss_t.name, loss_t.dims, "float32", raw_tensor=raw, feature_dim=loss_t.feature_dim)
     check_loss_dims(loss_t, name)
     inv_norm = None
     if custom_inv_norm_factor is not None:
-      inv_norm = _as_any_shape_tensor(custom_inv_norm_factor, f"{name}:custom_inv_norm_factor")
+      inv_norm = custom_inv_norm_tensor(custom_inv_norm_factor, loss_t, name)
     self.losses[name] = Loss(loss=loss_t, name=name, scale=float(scale), as_error=bool(as_error),
                              use_normalized_loss=bool(use_normalized_loss),
                              use_flatten_frames=bool(use_flatten_frames), custom_inv_norm_factor=inv_norm)
@@ -270,27 +303,41 @@ class RunCtx:
   def mark_as_output(self, tensor: Union[Tensor, Any], name: str, *, dims: Optional[Sequence[Dim]] = None) -> None:
     """Marks ``tensor`` as output ``name`` (forwarding, export), transposed to the order ``dims``.
 
-    With ``dims=None`` the order is: batch, time, one other dynamic dim, one static dim; anything
-    else is ambiguous and needs ``dims``.
+    With ``dims=None``: if an expected output ``name`` exists (``expected_outputs``), its dims give the
+    order (as in RETURNN): each expected dim is matched to a dim of ``tensor`` by identity first, then
+    by kind (batch, dynamic, static of the same size) where that is unambiguous; a raw tensor gets the
+    expected dims as they are. Else the order is: batch, time, one other dynamic dim, one static dim;
+    anything else is ambiguous and needs ``dims``.
+
+    Raises:
+      RuntimeError: not in stage ``"forward_step"``.
+      TypeError / ValueError: a bad or duplicate name, a name not in ``expected_outputs``, dims that do
+        not fit the tensor or the expected output.
     """
     if self.stage != STAGE_FORWARD_STEP:
       raise RuntimeError(
           f"mark_as_output({name!r}) called in stage {self.stage!r}; outputs can only be marked in stage "
           f"{STAGE_FORWARD_STEP!r} (use init_forward_step_run_ctx())")
-    if not isinstance(name, str) or not name:
-      raise TypeError(f"output name must be a non-empty str, got {name!r}")
+    check_name(name, "output", key="signature key")
     if name in self.outputs:
       raise ValueError(f"duplicate output name {name!r}: already marked outputs are {list(self.outputs)}")
     if self.expected_outputs is not None and name not in self.expected_outputs:
       raise ValueError(f"unknown output name {name!r}: expected outputs are {list(self.expected_outputs)}")
+    expected = self.expected_outputs[name] if self.expected_outputs is not None else None
+    if dims is None and expected is not None and not isinstance(tensor, Tensor):
+      tensor = tf.convert_to_tensor(tensor)
+      if tensor.shape.rank != 0:
+        dims = expected.dims
     out = _to_tensor(tensor, dims, kind="output", name=name)
     if dims is None:
-      dims = _default_output_dims(out, name)
+      dims = _output_dims_from_expected(out, expected, name) if expected is not None else None
+      if dims is None:
+        dims = _default_output_dims(out, name)
     out = out.copy_transpose(dims)
     out = Tensor(name, out.dims, out.dtype, raw_tensor=out.raw_tensor, sparse_dim=out.sparse_dim,
                  feature_dim=out.feature_dim)
-    if self.expected_outputs is not None:
-      _check_expected_output(out, self.expected_outputs[name])
+    if expected is not None:
+      _check_expected_output(out, expected)
     self.outputs[name] = out
 
   def mark_as_default_output(self, tensor: Union[Tensor, Any], *, shape: Optional[Sequence[Dim]] = None) -> None:
@@ -330,17 +377,6 @@ def _to_tensor(value: Any, dims: Optional[Sequence[Dim]], *, kind: str, name: st
     raise ValueError(f"{what}: {exc}") from None
 
 
-def _as_any_shape_tensor(value: Any, name: str) -> Tensor:
-  """Wraps a value of any shape (only ever summed) as a :class:`Tensor` with anonymous dims."""
-  if isinstance(value, Tensor):
-    return value
-  raw = tf.convert_to_tensor(value)
-  if raw.shape.rank is None:
-    raise ValueError(f"{name} must have a known rank, got {raw}")
-  dims = [Dim(size, name=f"{name}:{axis}") for axis, size in enumerate(raw.shape.as_list())]
-  return Tensor(name, dims, raw.dtype, raw_tensor=raw)
-
-
 def _default_output_dims(tensor: Tensor, name: str) -> List[Dim]:
   """Batch, time, one other dynamic dim, one static dim; else ``ValueError`` asking for dims."""
   rest = list(tensor.dims)
@@ -355,6 +391,44 @@ def _default_output_dims(tensor: Tensor, name: str) -> List[Dim]:
         f"mark_as_output({name!r}): cannot infer the order of dims {list(tensor.dims)} "
         f"(default is batch, time, one more dynamic dim, one static dim); pass dims=[...]")
   return order + dynamic + static
+
+
+def _same_kind(dim: Dim, expected: Dim) -> bool:
+  if expected.is_batch_dim or dim.is_batch_dim:
+    return dim.is_batch_dim and expected.is_batch_dim
+  if expected.is_static():
+    return dim.is_static() and dim.dimension == expected.dimension
+  return dim.is_dynamic()
+
+
+def _output_dims_from_expected(tensor: Tensor, expected: Tensor, name: str) -> Optional[List[Dim]]:
+  """The dims of ``tensor`` in the order of ``expected``'s dims: matched by identity, then by kind.
+
+  Returns None where nothing matches (another rank, or an expected dim that no dim of ``tensor`` has
+  the kind of): the default order is tried then, and the check against ``expected`` names the
+  mismatch. ``ValueError`` where a match is ambiguous.
+  """
+  if len(tensor.dims) != len(expected.dims):
+    return None
+  order: List[Optional[Dim]] = [None] * len(expected.dims)
+  remaining = list(tensor.dims)
+  for i, e in enumerate(expected.dims):
+    if any(d is e for d in remaining):
+      order[i] = e
+      remaining = [d for d in remaining if d is not e]
+  for i, e in enumerate(expected.dims):
+    if order[i] is not None:
+      continue
+    candidates = [d for d in remaining if _same_kind(d, e)]
+    if not candidates:
+      return None
+    if len(candidates) > 1:
+      raise ValueError(
+          f"mark_as_output({name!r}): cannot match expected dim {e} (axis {i} of {expected}) to one dim of {tensor}: "
+          f"{candidates} all fit; pass dims=[...]")
+    order[i] = candidates[0]
+    remaining = [d for d in remaining if d is not candidates[0]]
+  return order
 
 
 def _check_expected_output(out: Tensor, expected: Tensor) -> None:
@@ -379,6 +453,28 @@ def _check_expected_output(out: Tensor, expected: Tensor) -> None:
   if expected.sparse_dim is not None and expected.sparse_dim.is_static() and (
       out.sparse_dim.dimension != expected.sparse_dim.dimension):
     fail(f"sparse_dim size {out.sparse_dim.dimension} but {expected.sparse_dim.dimension} expected")
+
+
+# --- train-flag overrides -----------------------------------------------------------------------
+
+
+class _FlagOverride:
+  """One :meth:`RunCtx.train_flag_ctx` entry: the context, the flag, the functions it is for (None: global),
+  and whether it is still active (between its enter and its exit)."""
+
+  __slots__ = ("ctx", "flag", "funcs", "active")
+
+  def __init__(self, ctx: RunCtx, flag: TrainFlag, funcs: Optional[FrozenSet[Callable]]):
+    self.ctx = ctx
+    self.flag = flag
+    self.funcs = funcs
+    self.active = True
+
+
+# The active overrides of this thread / asyncio task, oldest first (an immutable tuple: each set() is a
+# new value, so a copied context never sees later changes).
+_flag_overrides: contextvars.ContextVar[Tuple[_FlagOverride, ...]] = contextvars.ContextVar(
+    "returnn_rc_train_flag_overrides", default=())
 
 
 # --- the current context ------------------------------------------------------------------------

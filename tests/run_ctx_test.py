@@ -1,5 +1,6 @@
 """Tests of RunCtx: stages, train flag, step/epoch, marking losses and outputs, thread isolation."""
 
+import asyncio
 import threading
 
 import numpy as np
@@ -327,6 +328,207 @@ class MarkAsOutputTest(tf.test.TestCase, parameterized.TestCase):
         ctx.mark_as_output(tf.constant(1.0), "foo")
       with self.assertRaisesRegex(RuntimeError, r"outputs \['out'\] were expected but not marked"):
         ctx.check_outputs_complete()
+
+
+class TrainFlagOutOfOrderTest(tf.test.TestCase, parameterized.TestCase):
+  """Overrides are records, removed on exit: the flag is that of the latest override still active."""
+
+  def setUp(self):
+    super().setUp()
+    rc.reset_run_ctx()
+
+  def _read(self, ctx, per_func):
+    return ctx.is_train_flag_enabled(func=helper_func) if per_func else ctx.train_flag
+
+  def _override(self, ctx, flag, per_func):
+    return ctx.train_flag_ctx(flag, func=helper_func) if per_func else ctx.train_flag_ctx(flag)
+
+  @parameterized.parameters(False, True)
+  def test_explicit_out_of_order_exit(self, per_func):
+    ctx = rc.init_train_step_run_ctx(train_flag=True)
+    first, second = self._override(ctx, False, per_func), self._override(ctx, True, per_func)
+    first.__enter__()
+    second.__enter__()
+    self.assertIs(self._read(ctx, per_func), True)
+    first.__exit__(None, None, None)  # out of order: `second` is still active
+    self.assertIs(self._read(ctx, per_func), True)
+    self.assertIs(ctx.is_train_flag_enabled(func=other_func), True)
+    second.__exit__(None, None, None)
+    self.assertIs(self._read(ctx, per_func), True)  # the base flag (a stack of old values gives False)
+    third = self._override(ctx, False, per_func)
+    fourth = self._override(ctx, False, per_func)
+    third.__enter__()
+    fourth.__enter__()
+    third.__exit__(None, None, None)
+    self.assertIs(self._read(ctx, per_func), False)  # `fourth` still active
+    fourth.__exit__(None, None, None)
+    self.assertIs(self._read(ctx, per_func), True)
+
+  def test_out_of_order_mixed_global_and_func(self):
+    ctx = rc.init_train_step_run_ctx(train_flag=True)
+    func_off, global_off = ctx.train_flag_ctx(False, func=helper_func), ctx.train_flag_ctx(False)
+    func_off.__enter__()
+    global_off.__enter__()
+    func_off.__exit__(None, None, None)
+    self.assertIs(ctx.is_train_flag_enabled(func=helper_func), False)  # the global override still holds
+    global_off.__exit__(None, None, None)
+    self.assertIs(ctx.is_train_flag_enabled(func=helper_func), True)
+    self.assertIs(ctx.train_flag, True)
+
+  @parameterized.parameters(False, True)
+  def test_asyncio_tasks_holding_overrides_across_await(self, per_func):
+    ctx = rc.init_train_step_run_ctx(train_flag=True)
+    seen = {}
+
+    async def task(name, flag, entered, release):
+      with self._override(ctx, flag, per_func):
+        entered.set()
+        await release.wait()
+        seen[name] = self._read(ctx, per_func)  # its own override, whatever the other task did
+
+    async def main():
+      a_in, b_in, a_go, b_go = (asyncio.Event() for _ in range(4))
+      task_a = asyncio.ensure_future(task("a", False, a_in, a_go))
+      await a_in.wait()
+      task_b = asyncio.ensure_future(task("b", True, b_in, b_go))
+      await b_in.wait()
+      seen["main, both active"] = self._read(ctx, per_func)
+      a_go.set()  # a exits first, while b still holds its override
+      await task_a
+      seen["main, after a"] = self._read(ctx, per_func)
+      b_go.set()
+      await task_b
+
+    asyncio.run(main())
+    self.assertEqual(seen, {"a": False, "b": True, "main, both active": True, "main, after a": True})
+    self.assertIs(self._read(ctx, per_func), True)  # a stack of old values would leave False
+
+  def test_exit_in_another_thread_is_an_error(self):
+    ctx = rc.init_train_step_run_ctx(train_flag=True)
+    cm = ctx.train_flag_ctx(False)
+    cm.__enter__()
+    errors = []
+
+    def exit_elsewhere():
+      try:
+        cm.__exit__(None, None, None)
+      except RuntimeError as exc:
+        errors.append(str(exc))
+
+    thread = threading.Thread(target=exit_elsewhere)
+    thread.start()
+    thread.join()
+    self.assertLen(errors, 1)
+    self.assertIn("exited in another thread or asyncio task", errors[0])
+    self.assertIs(ctx.train_flag, True)  # the override has ended, also here
+
+  def test_task_sees_overrides_of_its_creator_until_they_exit(self):
+    ctx = rc.init_train_step_run_ctx(train_flag=True)
+    seen = []
+
+    async def child(release):
+      seen.append(ctx.train_flag)
+      await release.wait()
+      seen.append(ctx.train_flag)
+
+    async def main():
+      release = asyncio.Event()
+      with ctx.train_flag_ctx(False):
+        task = asyncio.ensure_future(child(release))
+        await asyncio.sleep(0)
+      release.set()
+      await task
+
+    asyncio.run(main())
+    self.assertEqual(seen, [False, True])
+
+
+class MarkAsOutputExpectedOrderTest(tf.test.TestCase, parameterized.TestCase):
+  """dims=None with an expected output: the expected output's dims give the order (as in RETURNN)."""
+
+  def setUp(self):
+    super().setUp()
+    rc.reset_run_ctx()
+
+  def _btf(self):
+    t = rc.Dim(tf.constant([2, 3]), name="t")
+    f = rc.Dim(4, name="f")
+    x_np = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    return t, f, x_np, rc.Tensor("x", [rc.batch_dim, t, f], "float32", raw_tensor=tf.constant(x_np))
+
+  @parameterized.named_parameters(("same_dims", True), ("other_dim_objects", False))
+  def test_bft_expected_btf_given(self, same_dims):
+    with tf.Graph().as_default():
+      t, f, x_np, x = self._btf()
+      exp_t = t if same_dims else rc.Dim(None, name="t_expected")
+      exp_f = f if same_dims else rc.Dim(4, name="f_expected")
+      expected = rc.TensorDict({"out": rc.Tensor("out", [rc.batch_dim, exp_f, exp_t], "float32")})
+      ctx = rc.init_forward_step_run_ctx(expected_outputs=expected)
+      ctx.mark_as_output(x, "out")  # was: "axis 1: ... (dynamic vs static)"
+      out = ctx.outputs["out"]
+      self.assertEqual(out.dims, (rc.batch_dim, f, t))
+      with self.cached_session() as sess:
+        self.assertAllEqual(sess.run(out.raw_tensor), np.transpose(x_np, [0, 2, 1]))
+
+  def test_identity_resolves_equal_sizes(self):
+    with tf.Graph().as_default():
+      f, g = rc.Dim(3, name="f"), rc.Dim(3, name="g")
+      x_np = np.arange(18, dtype=np.float32).reshape(2, 3, 3)
+      x = rc.Tensor("x", [rc.batch_dim, f, g], "float32", raw_tensor=tf.constant(x_np))
+      expected = rc.TensorDict({"out": rc.Tensor("out", [g, rc.batch_dim, f], "float32")})
+      ctx = rc.init_forward_step_run_ctx(expected_outputs=expected)
+      ctx.mark_as_output(x, "out")
+      self.assertEqual(ctx.outputs["out"].dims, (g, rc.batch_dim, f))
+      with self.cached_session() as sess:
+        self.assertAllEqual(sess.run(ctx.outputs["out"].raw_tensor), np.transpose(x_np, [2, 0, 1]))
+
+  def test_ambiguous_match(self):
+    with tf.Graph().as_default():
+      f, g = rc.Dim(3, name="f"), rc.Dim(3, name="g")
+      x = rc.Tensor("x", [rc.batch_dim, f, g], "float32", raw_tensor=tf.zeros([2, 3, 3]))
+      expected = rc.TensorDict({"out": rc.Tensor("out", [rc.batch_dim, rc.Dim(3, name="e1"),
+                                                         rc.Dim(3, name="e2")], "float32")})
+      ctx = rc.init_forward_step_run_ctx(expected_outputs=expected)
+      with self.assertRaisesRegex(ValueError, r"cannot match expected dim Dim\('e1', 3\).*all fit; pass dims"):
+        ctx.mark_as_output(x, "out")
+      ctx.mark_as_output(x, "out", dims=[rc.batch_dim, g, f])
+      self.assertEqual(ctx.outputs["out"].dims, (rc.batch_dim, g, f))
+
+  def test_raw_tensor_gets_expected_dims(self):
+    with tf.Graph().as_default():
+      t, f, x_np, _ = self._btf()
+      expected = rc.TensorDict({"out": rc.Tensor("out", [rc.batch_dim, t, f], "float32")})
+      ctx = rc.init_forward_step_run_ctx(expected_outputs=expected)
+      ctx.mark_as_output(tf.constant(x_np), "out")  # raw, no dims: the expected dims as they are
+      self.assertEqual(ctx.outputs["out"].dims, (rc.batch_dim, t, f))
+
+  def test_mismatch_still_named(self):
+    with tf.Graph().as_default():
+      _, _, _, x = self._btf()
+      expected = rc.TensorDict({"out": rc.Tensor("out", [rc.batch_dim, rc.Dim(5, name="f5"),
+                                                         rc.Dim(None, name="t")], "float32")})
+      ctx = rc.init_forward_step_run_ctx(expected_outputs=expected)
+      with self.assertRaisesRegex(ValueError, r"mark_as_output\('out'\): axis 1: .* \(dynamic vs static\)"):
+        ctx.mark_as_output(x, "out")
+
+
+class NamesTest(tf.test.TestCase, parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    rc.reset_run_ctx()
+
+  @parameterized.parameters("my out", "a/b", "x:y", "1st")
+  def test_output_names_checked_at_mark_time(self, name):
+    with tf.Graph().as_default():
+      ctx = rc.init_forward_step_run_ctx()
+      with self.assertRaisesRegex(ValueError, f"output name {name!r} is not a valid signature key"):
+        ctx.mark_as_output(tf.constant(1.0), name)
+
+  def test_expected_output_names_checked(self):
+    expected = rc.TensorDict({"my out": rc.Tensor("x", [rc.batch_dim], "float32")})
+    with self.assertRaisesRegex(ValueError, "expected output name 'my out' is not a valid signature key"):
+      rc.init_forward_step_run_ctx(expected_outputs=expected)
 
 
 if __name__ == "__main__":
