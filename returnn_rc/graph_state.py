@@ -8,6 +8,10 @@ evaluation and forwarding with nothing rebuilt:
 - step: the graph's global step (int64), so ``optimizer.minimize(global_step=...)`` advances it;
 - epoch: a non-trainable int64 variable, set through :meth:`set_epoch`.
 
+With ``step=gs.step`` in the run context, dropout masks are stateless: a function of the seed, the op
+and the step (:func:`returnn_rc.nn.set_stateless_dropout_seed`), so an evaluation run or a restart
+from a checkpoint changes no mask.
+
 Example::
 
   gs = rc.graph_state.get_graph_state()
@@ -18,8 +22,9 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 
 TRAIN_FLAG_PLACEHOLDER = "placeholder"
@@ -58,27 +63,27 @@ class GraphState:
       self._step_assign = self.step_var.assign(self._step_in)
 
   def feed_dict(self, *, train: bool) -> Dict[tf.Tensor, bool]:
-    """Feeds for one ``Session.run`` with the given train flag (empty for the variable kind)."""
+    """Feeds for one ``Session.run`` with the given train flag (a bool; empty for the variable kind)."""
+    train = _check_bool("train", train)
     if self.train_flag_kind == TRAIN_FLAG_PLACEHOLDER:
-      return {self.train_flag: bool(train)}
+      return {self.train_flag: train}
     return {}
 
   def set_train_flag(self, session: tf.compat.v1.Session, train: bool) -> None:
     """Assigns the train-flag variable (variable kind); a no-op for the placeholder kind."""
+    train = _check_bool("train", train)
     if self._train_flag_assign is not None:
-      session.run(self._train_flag_assign, feed_dict={self._train_flag_in: bool(train)})
+      session.run(self._train_flag_assign, feed_dict={self._train_flag_in: train})
 
   def set_epoch(self, session: tf.compat.v1.Session, epoch: int) -> None:
     """Assigns the epoch variable (epochs start at 1)."""
-    if int(epoch) < 1:
-      raise ValueError(f"epoch must be >= 1, got {epoch}")
-    session.run(self._epoch_assign, feed_dict={self._epoch_in: int(epoch)})
+    epoch = _check_int("epoch", epoch, 1)
+    session.run(self._epoch_assign, feed_dict={self._epoch_in: epoch})
 
   def set_step(self, session: tf.compat.v1.Session, step: int) -> None:
     """Assigns the global step (steps start at 0)."""
-    if int(step) < 0:
-      raise ValueError(f"step must be >= 0, got {step}")
-    session.run(self._step_assign, feed_dict={self._step_in: int(step)})
+    step = _check_int("step", step, 0)
+    session.run(self._step_assign, feed_dict={self._step_in: step})
 
   def get_epoch(self, session: tf.compat.v1.Session) -> int:
     return int(session.run(self.epoch_var))
@@ -87,13 +92,29 @@ class GraphState:
     return int(session.run(self.step_var))
 
 
+def _check_bool(what: str, value: Any) -> bool:
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{what} must be a bool, got {type(value).__name__} {value!r}")
+  return bool(value)
+
+
+def _check_int(what: str, value: Any, minimum: int) -> int:
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{what} must be an int, got {type(value).__name__} {value!r}")
+  if not minimum <= int(value) < 2**63:
+    raise ValueError(f"{what} must be >= {minimum}, got {value}")
+  return int(value)
+
+
 def get_graph_state(graph: Optional[tf.Graph] = None, *,
                     train_flag_kind: str = TRAIN_FLAG_PLACEHOLDER) -> GraphState:
   """The :class:`GraphState` of ``graph`` (default: the current graph), created on first call.
 
   A second call with another ``train_flag_kind`` for the same graph is a ``ValueError``.
   """
-  graph = graph or tf.compat.v1.get_default_graph()
+  graph = graph if graph is not None else tf.compat.v1.get_default_graph()
+  if not isinstance(graph, tf.Graph):
+    raise TypeError(f"graph must be a tf.Graph, got {type(graph).__name__}")
   state = getattr(graph, _ATTR, None)
   if state is not None:
     if state.train_flag_kind != train_flag_kind:

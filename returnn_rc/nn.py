@@ -4,8 +4,9 @@ so ``train_flag_ctx(False, func=rc.dropout)`` switches off just that function.""
 from __future__ import annotations
 
 import zlib
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
+import numpy as np
 import tensorflow as tf
 
 from returnn_rc.run_ctx import get_run_ctx
@@ -25,22 +26,34 @@ def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
     so the output equals ``x`` exactly. The flag selects only this non-differentiable scalar; the
     differentiable path is the same ``x * mask`` in both modes, with no ``tf.cond`` around it.
 
+  The masks are stateless (a function of the seed, the op, the step and, in a ``tf.while_loop`` body,
+  the iteration) when the run context's step is a tensor; see :func:`set_stateless_dropout_seed`.
+
   Args:
     x: ``[...]`` an :class:`Tensor` or a raw ``tf.Tensor``; the result is of the same kind.
-    drop_prob: probability in ``[0, 1)``, Python float or scalar tensor.
+    drop_prob: probability in ``[0, 1)``: a Python float, or a scalar float tensor (checked at run time:
+      ``InvalidArgumentError`` outside ``[0, 1)``).
     axis: the axes the mask varies over (it is broadcast over the others): a :class:`Dim` (or a
       list), ``True`` for the feature dim of an :class:`Tensor`, an int axis (or list) for a raw
       tensor; ``None``: an independent mask per element.
-    on_forward: apply also with the train flag off (e.g. MC dropout at inference).
+    on_forward: apply also with the train flag off (e.g. MC dropout at inference); a bool.
   Returns:
     ``[...]`` the same shape, dims and dtype as ``x``.
   """
-  if isinstance(drop_prob, (int, float)) and not isinstance(drop_prob, bool):
+  if not isinstance(on_forward, (bool, np.bool_)):
+    raise TypeError(f"dropout: on_forward must be a bool, got {type(on_forward).__name__} {on_forward!r}")
+  if isinstance(drop_prob, (int, float, np.integer, np.floating)) and not isinstance(drop_prob, (bool, np.bool_)):
+    drop_prob = float(drop_prob)
     if not 0.0 <= drop_prob < 1.0:
       raise ValueError(f"dropout: drop_prob must be in [0, 1), got {drop_prob}")
     if drop_prob == 0.0:
       return x
-  elif not isinstance(drop_prob, (tf.Tensor, tf.Variable)):
+  elif isinstance(drop_prob, (tf.Tensor, tf.Variable)):
+    if not drop_prob.dtype.is_floating:
+      raise TypeError(f"dropout: a tensor drop_prob must be a float tensor, got dtype {drop_prob.dtype.name}")
+    if drop_prob.shape.rank is not None and drop_prob.shape.rank != 0:
+      raise ValueError(f"dropout: a tensor drop_prob must be a scalar, got shape {drop_prob.shape}")
+  else:
     raise TypeError(f"dropout: drop_prob must be a float or scalar tensor, got {type(drop_prob).__name__}")
   flag = True if on_forward else get_run_ctx().is_train_flag_enabled(func=dropout)
   if flag is False:
@@ -50,6 +63,14 @@ def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
     raise TypeError(f"dropout: x must be a float tensor, got dtype {raw.dtype.name}")
   with tf.name_scope("dropout"):
     prob = tf.cast(drop_prob, tf.float32)
+    if isinstance(drop_prob, (tf.Tensor, tf.Variable)):
+      # Checked at run time (also with the flag off: a bad value is a bug whatever the mode). String data
+      # only: other data would put the check under a tf.cond.
+      check = tf.debugging.Assert(
+          tf.logical_and(prob >= 0.0, prob < 1.0),
+          ["dropout: the tensor drop_prob is out of range: it must be in [0, 1)"], name="check_drop_prob")
+      with tf.control_dependencies([check]):
+        prob = tf.identity(prob)
     if flag is not True:
       prob = tf.where(flag, prob, tf.zeros_like(prob))
     noise_shape = _noise_shape(x, raw, axis)
@@ -61,35 +82,95 @@ def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
   return out
 
 
-# Graph attribute (as graph_state): the seed of stateless dropout in that graph, if opted in.
+# Graph attribute (as graph_state): the explicit seed of stateless dropout in that graph.
 _STATELESS_SEED_ATTR = "_returnn_rc_stateless_dropout_seed"
+#: The stateless-dropout seed of a graph with neither an explicit seed nor a graph-level seed.
+DEFAULT_STATELESS_SEED = 0
 
 
 def set_stateless_dropout_seed(seed: int, graph: Optional[tf.Graph] = None) -> None:
-  """Opts ``graph`` (default: the current graph) in to stateless dropout masks.
+  """Sets the seed of the stateless dropout masks of ``graph`` (default: the current graph).
 
-  With a tensor step in the run context, the mask of each dropout op created afterwards in this
-  graph is ``stateless_uniform(seed=(f(seed, op name), step))``: a function of the seed, the op and
-  the step only, so a run restarted from a checkpoint draws the same masks as an uninterrupted one
-  (stateful random ops restart their sequence in a new session), and an XLA-compiled train step the
-  same masks as an uncompiled one (the masks are drawn outside XLA clusters). Used by
-  :mod:`returnn_rc.engine`. Note: the masks change only when the step does.
+  With a tensor step in the run context (e.g. ``step=rc.graph_state.get_graph_state().step``), dropout is
+  stateless by default: the mask of each dropout op is ``stateless_uniform(seed=(f(seed, op), step))``, a
+  function of the seed, the op and the step only. So a run restarted from a checkpoint draws the same
+  masks as an uninterrupted one (stateful random ops restart their sequence in a new session), an
+  evaluation run in between changes no later mask, and an XLA-compiled train step draws the same masks
+  as an uncompiled one (the masks are drawn outside XLA clusters). The seed is, in this order: the one
+  set here, the graph-level seed (``tf.compat.v1.set_random_seed``), :data:`DEFAULT_STATELESS_SEED`.
+  It is read when a dropout op is built. Note: the masks change only when the step does.
+
+  ``f(seed, op)`` hashes the seed and the op's name scope (within ``tf.while_loop`` / ``tf.cond`` /
+  ``tf.map_fn`` bodies: the name scopes of the enclosing graphs and of the body), so every dropout
+  call site has its own mask. In a ``tf.while_loop`` body (also ``tf.map_fn``, and nested loops) the
+  loop's iteration counter is folded in as well (``tf.random.fold_in``), so each iteration draws its
+  own mask, again the same in every run at that step. (With control flow v1, switched off by default
+  in TF 2, a loop body has no counter of its own: its masks are the same in every iteration.)
+
+  With a Python-int step (a constant) the masks are drawn by stateful random ops (the graph-level seed
+  applies): a stateless mask would then be the same in every run.
+
+  Raises:
+    TypeError: ``seed`` not an int, ``graph`` not a ``tf.Graph``.
+    ValueError: ``seed`` negative or not below 2**63.
   """
-  setattr(graph or tf.compat.v1.get_default_graph(), _STATELESS_SEED_ATTR, int(seed))
+  if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+    raise TypeError(f"stateless dropout seed must be an int, got {type(seed).__name__} {seed!r}")
+  if not 0 <= int(seed) < 2**63:
+    raise ValueError(f"stateless dropout seed must be in [0, 2**63), got {seed}")
+  graph = graph if graph is not None else tf.compat.v1.get_default_graph()
+  if not isinstance(graph, tf.Graph):
+    raise TypeError(f"graph must be a tf.Graph, got {type(graph).__name__}")
+  setattr(graph, _STATELESS_SEED_ATTR, int(seed))
+
+
+def _graph_chain(graph: tf.Graph) -> List[tf.Graph]:
+  """``graph`` and its enclosing graphs (of loop / cond / function bodies), innermost first."""
+  chain = []
+  while graph is not None:
+    chain.append(graph)
+    graph = getattr(graph, "outer_graph", None)
+  return chain
+
+
+def _stateless_seed(chain: Sequence[tf.Graph]) -> int:
+  for graph in chain:
+    seed = getattr(graph, _STATELESS_SEED_ATTR, None)
+    if seed is not None:
+      return seed
+  graph_seed = chain[0].seed  # a body graph has its outer graph's seed
+  return DEFAULT_STATELESS_SEED if graph_seed is None else int(graph_seed)
+
+
+def _loop_counters(chain: Sequence[tf.Graph]) -> List[tf.Tensor]:
+  """The iteration counters of the enclosing ``tf.while_loop`` bodies (control flow v2), outermost first:
+  a while body's first input is the loop's own counter (``loop_counter``, int32 scalar)."""
+  counters = []
+  for graph in chain:
+    if type(graph).__name__ != "WhileBodyFuncGraph":
+      continue
+    inputs = list(getattr(graph, "inputs", None) or ())
+    if inputs and inputs[0].dtype == tf.int32 and inputs[0].shape.rank == 0 and "loop_counter" in inputs[0].name:
+      counters.append(inputs[0])
+  return counters[::-1]
 
 
 def _uniform(shape: tf.Tensor) -> tf.Tensor:
-  """``[shape]`` float32 uniform in [0, 1): stateless if the graph opted in and the step is a tensor."""
-  graph = tf.compat.v1.get_default_graph()
-  seed = getattr(graph, _STATELESS_SEED_ATTR, None)
+  """``[shape]`` float32 uniform in [0, 1): stateless if the step is a tensor (see
+  :func:`set_stateless_dropout_seed`), else stateful."""
   step = get_run_ctx().step
-  if seed is None or not isinstance(step, tf.Tensor):
+  if not isinstance(step, tf.Tensor):
     return tf.random.uniform(shape, dtype=tf.float32)
-  op_key = zlib.crc32(f"{seed}/{graph.get_name_scope()}".encode()) & 0x7FFFFFFF
+  chain = _graph_chain(tf.compat.v1.get_default_graph())
+  seed = _stateless_seed(chain)
+  scope = "/".join(s for s in (g.get_name_scope() for g in reversed(chain)) if s)
+  op_key = zlib.crc32(f"{seed}/{scope}".encode()) & 0x7FFFFFFF
   # Drawn outside any XLA cluster: XLA's stateless RNG gives other numbers than the TF kernel, and
   # the masks must not depend on whether the train step is compiled.
   with tf.xla.experimental.jit_scope(compile_ops=False):
     stateless_seed = tf.stack([tf.constant(op_key, tf.int64), tf.cast(step, tf.int64)])
+    for counter in _loop_counters(chain):
+      stateless_seed = tf.random.experimental.stateless_fold_in(stateless_seed, tf.cast(counter, tf.int64))
     return tf.random.stateless_uniform(shape, seed=stateless_seed, dtype=tf.float32)
 
 
