@@ -32,10 +32,27 @@ _xla_error = None
 _fallback_scope = contextvars.ContextVar("returnn_rc_ops_fallback_scope", default=False)
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def env_flag(name: str) -> bool:
+    """The boolean environment variable ``name``: ``1``/``true``/``yes``/``on`` (any case) is True;
+    unset, empty, ``0``/``false``/``no``/``off`` is False; anything else is a ``ValueError``."""
+    value = os.environ.get(name, "")
+    norm = value.strip().lower()
+    if norm in _TRUE:
+        return True
+    if norm in _FALSE:
+        return False
+    raise ValueError(f"environment variable {name}={value!r} is not a boolean: expected 1, true, yes or on "
+                     f"(on), or 0, false, no, off or empty (off), in any case")
+
+
 def use_fallback() -> bool:
-    """Whether to build the pure-TF implementation: ``RETURNN_RC_OPS_FALLBACK=1`` (debugging), or
-    inside :func:`fallback_scope`."""
-    return _fallback_scope.get() or os.environ.get(ENV_FALLBACK, "") not in ("", "0")
+    """Whether to build the pure-TF implementation: ``RETURNN_RC_OPS_FALLBACK=1`` (or ``true``, ``yes``,
+    ``on``; debugging), or inside :func:`fallback_scope`. ``ValueError`` for a value that is not a boolean."""
+    return _fallback_scope.get() or env_flag(ENV_FALLBACK)
 
 
 @contextlib.contextmanager
@@ -91,7 +108,7 @@ def _load_xla():
     global _xla_loaded, _xla_error
     if _xla_loaded is not None:
         return
-    if os.environ.get(ENV_NO_XLA_LIB, "") not in ("", "0"):
+    if env_flag(ENV_NO_XLA_LIB):
         _xla_loaded, _xla_error = False, f"disabled by {ENV_NO_XLA_LIB}"
     elif not os.path.exists(XLA_SO):
         _xla_loaded, _xla_error = False, f"{XLA_SO} not built"

@@ -1,7 +1,6 @@
 """Tests of returnn_rc.ops.flatten_with_seq_len_mask / unflatten_with_seq_len_mask (graph mode)."""
 
 import os
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -198,7 +197,6 @@ class FlattenOpTest(tf.test.TestCase, parameterized.TestCase):
     def test_fuzz(self):
         """1000 random cases (shapes, axes, dtypes, lengths, order): 50 graphs x 20 cases, unknown shapes."""
         rng = np.random.default_rng(1234)
-        start = time.time()
         for _ in range(50):
             with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
                 feeds, fetches, refs = {}, [], []
@@ -228,7 +226,6 @@ class FlattenOpTest(tf.test.TestCase, parameterized.TestCase):
                 for (y_val, back_val), (y_ref, back_ref) in zip(sess.run(fetches, feeds), refs):
                     np.testing.assert_array_equal(y_val, y_ref)
                     np.testing.assert_array_equal(back_val, back_ref)
-        self.assertLess(time.time() - start, 30)
 
 
 if __name__ == "__main__":
