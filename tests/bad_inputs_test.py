@@ -7,13 +7,14 @@ runs inside a fresh ``tf.Graph`` with a reset run context.
 
 import os
 import tempfile
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
 from absl.testing import absltest, parameterized
 
 import returnn_rc as rc
-from returnn_rc import engine, export
+from returnn_rc import engine, export, graph_module
 from tests.engine import testing_graphs
 
 
@@ -153,6 +154,148 @@ def _op_negative_seq_len_runtime():
     sess.run(packed, {lens: [-1, 2]})
 
 
+def _custom_inv_norm_ambiguous():
+  _train_ctx().mark_as_loss(tf.zeros([3, 5, 2]), "ce", dims=[rc.batch_dim, _time_dim((2, 3, 5)), rc.Dim(2, name="f")],
+                            custom_inv_norm_factor=tf.ones([3, 5]))
+
+
+def _custom_inv_norm_negative():
+  ctx = _train_ctx()
+  time = _time_dim((1, 2))
+  ctx.mark_as_loss(tf.zeros([2, 2]), "ce", dims=[rc.batch_dim, time],
+                   custom_inv_norm_factor=rc.Tensor("n", [rc.batch_dim, time], "float32",
+                                                    raw_tensor=tf.constant([[1.0, 9.0], [-1.0, 1.0]])))
+  with tf.compat.v1.Session() as sess:
+    sess.run(ctx.losses["ce"].get_inv_norm_factor().raw_tensor)
+
+
+def _custom_inv_norm_batch_mismatch():
+  _train_ctx().mark_as_loss(tf.zeros([2, 3]), "ce", dims=[rc.batch_dim, _time_dim()],
+                            custom_inv_norm_factor=tf.ones([3]))
+
+
+def _sizes_batch_mismatch_masked_static():
+  ctx = _train_ctx()
+  ctx.mark_as_loss(tf.zeros([3, 3]), "ce", dims=[rc.batch_dim, _time_dim((2,))], use_flatten_frames=False)
+  ctx.losses["ce"].get_summed_loss()
+
+
+def _sizes_batch_mismatch_masked_runtime():
+  ctx = _train_ctx()
+  lens = tf.compat.v1.placeholder(tf.int32, [None])
+  ctx.mark_as_loss(tf.zeros([3, 3]), "ce", dims=[rc.batch_dim, rc.Dim(lens, name="time")], use_flatten_frames=False)
+  with tf.compat.v1.Session() as sess:
+    sess.run(ctx.losses["ce"].get_summed_loss().raw_tensor, {lens: [2]})
+
+
+def _bad_loss_name():
+  _train_ctx().mark_as_loss(tf.constant(1.0), "ce loss")
+
+
+def _bad_output_name():
+  rc.init_forward_step_run_ctx().mark_as_output(tf.constant(1.0), "out:0")
+
+
+def _non_finite_scale():
+  _train_ctx().mark_as_loss(tf.constant(1.0), "ce", scale=float("nan"))
+
+
+def _non_bool_loss_option():
+  _train_ctx().mark_as_loss(tf.constant(1.0), "ce", as_error="False")
+
+
+def _string_loss():
+  _train_ctx().mark_as_loss(tf.constant("x"), "ce")
+
+
+def _ambiguous_expected_output_dims():
+  f, g = rc.Dim(3, name="f"), rc.Dim(3, name="g")
+  expected = rc.TensorDict({"out": rc.Tensor("out", [rc.batch_dim, rc.Dim(3, name="e1"), rc.Dim(3, name="e2")],
+                                             "float32")})
+  rc.init_forward_step_run_ctx(expected_outputs=expected).mark_as_output(
+      rc.Tensor("x", [rc.batch_dim, f, g], "float32", raw_tensor=tf.zeros([2, 3, 3])), "out")
+
+
+def _flag_ctx_exit_in_other_thread():
+  import threading  # pylint: disable=import-outside-toplevel
+  cm = _train_ctx().train_flag_ctx(False)
+  cm.__enter__()
+  errors = []
+
+  def exit_elsewhere():
+    try:
+      cm.__exit__(None, None, None)
+    except RuntimeError as exc:
+      errors.append(exc)
+
+  thread = threading.Thread(target=exit_elsewhere)
+  thread.start()
+  thread.join()
+  raise errors[0]
+
+
+def _dropout_tensor_prob_out_of_range():
+  _train_ctx()
+  prob = tf.compat.v1.placeholder(tf.float32, [])
+  y = rc.dropout(tf.ones([2]), prob)
+  with tf.compat.v1.Session() as sess:
+    sess.run(y, {prob: 1.0})
+
+
+def _dropout_non_scalar_prob():
+  _train_ctx()
+  rc.dropout(tf.ones([2]), tf.constant([0.1, 0.2]))
+
+
+def _negative_dropout_seed():
+  rc.nn.set_stateless_dropout_seed(-1)
+
+
+def _non_bool_train_feed():
+  rc.graph_state.get_graph_state().feed_dict(train="False")
+
+
+def _float_step():
+  gs = rc.graph_state.get_graph_state()
+  with tf.compat.v1.Session() as sess:
+    gs.set_step(sess, 1.5)
+
+
+def _tensor_name_not_str():
+  rc.Tensor(None, [rc.batch_dim], "float32")
+
+
+def _accumulator_malformed():
+  rc.EpochAccumulator().add({"ce": 3.0})
+
+
+def _btf_template():
+  return rc.TensorDict({"x": rc.Tensor("x", [rc.batch_dim, rc.Dim(None, name="t"), rc.Dim(4, name="f")], "float32")})
+
+
+def _pad_batch_static_size():
+  graph_module.pad_batch(_btf_template(), [{"x": np.ones([2, 5])}])
+
+
+def _pad_batch_missing_input():
+  graph_module.pad_batch(_btf_template(), [{"y": np.ones([2, 4])}])
+
+
+def _default_data_max_seqs_negative():
+  graph_module.default_data(testing_graphs.make_sum_graph(), "train", max_seqs=-1)
+
+
+def _extern_data_bad_name():
+  module = testing_graphs.make_sum_graph()
+  module.extern_data_template = lambda: rc.TensorDict({"in put": rc.Tensor("in put", [rc.batch_dim], "float32")})
+  graph_module.extern_data_template(module)
+
+
+def _ops_fallback_env_unrecognised():
+  with mock.patch.dict(os.environ, {"RETURNN_RC_OPS_FALLBACK": "maybe"}):
+    rc.ops.flatten_with_seq_len_mask(tf.zeros([2, 3]), tf.constant([1, 2]))
+
+
 _TMP_ROOT = None  # set per test: a directory removed afterwards
 
 
@@ -246,6 +389,44 @@ BAD_INPUTS = [
      _seq_lens_out_of_range_op_static),
     ("api", "dropout probability 1", ValueError, r"drop_prob must be in \[0, 1\), got 1.0", _dropout_prob_one),
     ("api", "epoch 0", ValueError, r"epoch must be >= 1, got 0", _epoch_zero),
+    ("api", "custom_inv_norm_factor of ambiguous raw shape", ValueError,
+     r"custom_inv_norm_factor: a raw tensor of shape \(3, 5\) is ambiguous", _custom_inv_norm_ambiguous),
+    ("api", "custom_inv_norm_factor < 0 in a valid frame", tf.errors.InvalidArgumentError,
+     r"custom_inv_norm_factor of loss ce must be finite and >= 0", _custom_inv_norm_negative),
+    ("api", "custom_inv_norm_factor of another batch size", ValueError,
+     r"custom_inv_norm_factor has batch size 3, but the loss has batch size 2", _custom_inv_norm_batch_mismatch),
+    ("api", "sizes of another batch size (masked path)", ValueError,
+     r"the sizes of dim time have batch size 1, but the tensor has batch size 3", _sizes_batch_mismatch_masked_static),
+    ("api", "sizes of another batch size (masked path, run time)", tf.errors.InvalidArgumentError,
+     r"batch size mismatch: the sizes of dim time", _sizes_batch_mismatch_masked_runtime),
+    ("api", "invalid loss name", ValueError, r"loss name 'ce loss' is not a valid name", _bad_loss_name),
+    ("api", "invalid output name", ValueError, r"output name 'out:0' is not a valid signature key", _bad_output_name),
+    ("api", "non-finite loss scale", ValueError, r"loss 'ce': scale must be finite, got nan", _non_finite_scale),
+    ("api", "non-bool loss option", TypeError, r"loss 'ce': as_error must be a bool, got str", _non_bool_loss_option),
+    ("api", "string loss", TypeError, r"loss 'ce' must be a float, int or bool tensor, got dtype string",
+     _string_loss),
+    ("api", "ambiguous expected-output dims", ValueError, r"cannot match expected dim Dim\('e1', 3\).*pass dims",
+     _ambiguous_expected_output_dims),
+    ("api", "train_flag_ctx exited in another thread", RuntimeError, r"exited in another thread or asyncio task",
+     _flag_ctx_exit_in_other_thread),
+    ("api", "tensor drop_prob outside [0, 1) (run time)", tf.errors.InvalidArgumentError,
+     r"drop_prob is out of range: it must be in \[0, 1\)", _dropout_tensor_prob_out_of_range),
+    ("api", "non-scalar tensor drop_prob", ValueError, r"a tensor drop_prob must be a scalar, got shape \(2,\)",
+     _dropout_non_scalar_prob),
+    ("api", "negative dropout seed", ValueError, r"seed must be in \[0, 2\*\*63\), got -1", _negative_dropout_seed),
+    ("api", "non-bool train flag feed", TypeError, r"train must be a bool, got str", _non_bool_train_feed),
+    ("api", "float step", TypeError, r"step must be an int, got float", _float_step),
+    ("api", "tensor name not a str", TypeError, r"Tensor name must be a non-empty str, got NoneType",
+     _tensor_name_not_str),
+    ("api", "malformed batch for EpochAccumulator", TypeError, r"loss 'ce' must be a pair of numbers",
+     _accumulator_malformed),
+    ("api", "sequence of another static size", ValueError,
+     r"input 'x': sequence 0 has size 5 at axis 1 .* expected the static size 4", _pad_batch_static_size),
+    ("api", "sequence lacking an input", ValueError, r"sequence 0 lacks input\(s\) \['x'\]", _pad_batch_missing_input),
+    ("api", "max_seqs < 1", ValueError, r"max_seqs must be >= 1 \(or None for all\), got -1",
+     _default_data_max_seqs_negative),
+    ("api", "invalid extern-data name", ValueError, r"extern-data input name 'in put' is not a valid signature key",
+     _extern_data_bad_name),
     ("op", "equal batch and time axes", ValueError, r"must differ, both are 1", _op_equal_axes),
     ("op", "axis out of range", ValueError, r"time_dim_axis = 3 is out of range", _op_axis_out_of_range),
     ("op", "non-int seq_lens", TypeError, r"seq_lens must be int32 or int64, got float32", _op_non_int_seq_lens),
@@ -253,6 +434,8 @@ BAD_INPUTS = [
     ("op", "batch mismatch (run time)", tf.errors.InvalidArgumentError, r"batch", _op_batch_mismatch_runtime),
     ("op", "negative seq_len (run time)", tf.errors.InvalidArgumentError, r"seq_lens\[0\] = -1 is out of range",
      _op_negative_seq_len_runtime),
+    ("op", "RETURNN_RC_OPS_FALLBACK not a boolean", ValueError, r"RETURNN_RC_OPS_FALLBACK='maybe' is not a boolean",
+     _ops_fallback_env_unrecognised),
     ("engine", "graph module missing a function", ValueError, r"'broken' is missing function\(s\) \['forward_step'\]",
      _engine_missing_function),
     ("engine", "unknown graph name", ValueError, r"graph module 'graphs.no_such_graph' not found", _engine_unknown_graph),
