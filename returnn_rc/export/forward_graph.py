@@ -324,8 +324,11 @@ def resolve_checkpoint(checkpoint_path: str) -> str:
 
 
 def read_step_epoch(checkpoint_path: str) -> Dict[str, int]:
-  """``{"step": ..., "epoch": ...}`` as saved in the checkpoint's graph-state variables (0 / 1 if absent)."""
-  reader = tf.train.load_checkpoint(checkpoint_path)
+  """``{"step": ..., "epoch": ...}`` as saved in the checkpoint's graph-state variables (0 / 1 if absent).
+
+  ``checkpoint_path``: a prefix or directory (:func:`resolve_checkpoint`; ``ValueError`` if there is none).
+  """
+  reader = checkpoint_compat.open_reader(resolve_checkpoint(checkpoint_path))
   with tf.Graph().as_default() as g:
     state = _graph_state.get_graph_state(g)
     names = {"step": state.step_var.op.name, "epoch": state.epoch_var.op.name}

@@ -133,6 +133,8 @@ def feed_from_padded(padded: Mapping[str, np.ndarray], inputs_desc: TensorsDesc)
   """
   feed: Dict[str, np.ndarray] = {}
   for name, desc in inputs_desc.items():
+    if name not in padded:
+      raise ValueError(f"no {name!r} in the padded arrays (keys {sorted(padded)})")
     feed[name] = padded[name]
     for axis in desc["dynamic_axes"]:
       key = desc["dims"][axis]["size_key"]
