@@ -237,9 +237,14 @@ class Engine:
     self._checkpoint_path = restored.path
     self.completed_epoch = self.graph_state.get_epoch(self._session)
     history = restored.state.get("history", [])
-    self.history = [EpochResult.from_json(h) for h in history
-                    if isinstance(h, Mapping) and isinstance(h.get("epoch"), int)
-                    and h["epoch"] <= self.completed_epoch]
+    try:
+      self.history = [EpochResult.from_json(h) for h in history
+                      if isinstance(h, Mapping) and isinstance(h.get("epoch"), int)
+                      and h["epoch"] <= self.completed_epoch]
+    except (TypeError, ValueError) as exc:  # a hand-edited train_state.json: the history is only for the table
+      logging.warning("train_dir %s: the history in %s is unreadable (%s); it starts anew", self._ckpt.train_dir,
+                      checkpoints.STATE_FILE, exc)
+      self.history = []
     logging.info("resumed %s from %s: epoch %d done, step %d, learning rate %.4g", self.graph_name, restored.path,
                  self.completed_epoch, self.step, self.lr_control.get(self._session))
     return restored
