@@ -15,7 +15,7 @@ from absl.testing import absltest
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PACKAGE = "returnn_rc"
 _CORE = ("returnn_rc", "returnn_rc.tensor", "returnn_rc.graph_state", "returnn_rc.run_ctx", "returnn_rc.losses",
-         "returnn_rc.reporting", "returnn_rc.nn", "returnn_rc.graph_module")
+         "returnn_rc.reporting", "returnn_rc.nn", "returnn_rc.graph_module", "returnn_rc.checkpoint_compat")
 
 
 def module_files(root: str, package: str) -> Dict[str, str]:
@@ -125,6 +125,17 @@ class ImportStructureTest(absltest.TestCase):
         self.assertEqual(sorted(t for t in targets if t.startswith("returnn_rc.export")), [], mod)
       if mod.startswith("returnn_rc.export"):
         self.assertEqual(sorted(t for t in targets if t.startswith("returnn_rc.engine")), [], mod)
+
+  def test_one_checkpoint_compatibility_check(self):
+    # The engine (resume) and the export (restore) check a checkpoint with the same core function; no other
+    # module compares a checkpoint's variables itself.
+    for mod in ("returnn_rc.engine.checkpoints", "returnn_rc.export.forward_graph"):
+      self.assertIn("returnn_rc.checkpoint_compat", self.edges[mod], mod)
+    for mod, path in self.modules.items():
+      with open(path, encoding="utf-8") as f:
+        text = f.read()
+      if mod != "returnn_rc.checkpoint_compat":
+        self.assertNotIn("get_variable_to_shape_map", text, mod)
 
   def test_ops_is_a_leaf(self):
     for mod, targets in self.edges.items():

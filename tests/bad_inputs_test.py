@@ -15,6 +15,7 @@ from absl.testing import absltest, parameterized
 
 import returnn_rc as rc
 from returnn_rc import engine, export, graph_module
+from returnn_rc.export import forwarding
 from tests.engine import testing_graphs
 
 
@@ -304,6 +305,7 @@ def _tmp() -> str:
 
 
 def _engine(module=None, train_dir=None, data_lengths=(2, 3), **config):
+  config.setdefault("log_every_secs", 1e9)
   config.setdefault("num_epochs", 1)
   config.setdefault("batch_size", 2)
   return engine.Engine(module or testing_graphs.make_sum_graph(),
@@ -355,6 +357,91 @@ def _export_dir_not_empty():
 def _export_checkpoint_missing():
   export.export_saved_model(testing_graphs.make_sum_graph(), checkpoint_path="/nonexistent/model.001",
                             export_dir=_tmp() + "/sm")
+
+
+def _engine_bad_option(**option):
+  def trigger():
+    _engine(**option)
+  return trigger
+
+
+def _engine_train_dir_root():
+  _engine(train_dir="/", fresh=True)
+
+
+def _engine_train_dir_home():
+  home = _tmp()
+  with mock.patch.dict(os.environ, {"HOME": home}):
+    _engine(train_dir=home, fresh=True)
+
+
+def _engine_no_checkpoint_restores():
+  train_dir = _tmp()
+  with _engine(train_dir=train_dir) as eng:
+    eng.train()
+  with open(os.path.join(train_dir, "model.001.index"), "r+b") as f:
+    f.truncate(5)
+  _engine(train_dir=train_dir)
+
+
+def _engine_train_zero_epochs():
+  with _engine() as eng:
+    eng.train(num_epochs=0)
+
+
+def _engine_forward_interleaved():
+  with _engine() as eng:
+    batches = eng.forward("train")
+    next(batches)
+    eng.evaluate("train")
+    next(batches)
+
+
+def _engine_no_default_data():
+  engine.Engine(testing_graphs.make_sum_graph("no_data"), engine.EngineConfig(train_dir=_tmp()))
+
+
+def _export_overwrite_not_an_export():
+  export_dir = _tmp()
+  open(os.path.join(export_dir, "model.py"), "w").close()
+  export.export_saved_model(testing_graphs.make_sum_graph(), checkpoint_path=None, export_dir=export_dir,
+                            overwrite=True)
+
+
+def _export_current_directory():
+  cwd = _tmp()
+  open(os.path.join(cwd, "model.py"), "w").close()
+  with mock.patch("os.getcwd", return_value=cwd):
+    export.export_saved_model(testing_graphs.make_sum_graph(), checkpoint_path=None, export_dir=cwd, overwrite=True)
+
+
+def _export_epoch_zero():
+  export.export_saved_model(testing_graphs.make_sum_graph(), checkpoint_path=None, export_dir=_tmp() + "/sm",
+                            epoch=0)
+
+
+def _serving_size_above_padded_length():
+  export_dir = _tmp() + "/sm"
+  export.export_saved_model(testing_graphs.make_sum_graph(), checkpoint_path=None, export_dir=export_dir)
+  graph = tf.Graph()
+  with tf.compat.v1.Session(graph=graph) as sess:  # plain TF's loader, as a serving user runs it
+    sig = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir).signature_def["serving_default"]
+    tensor = lambda info: graph.get_tensor_by_name(info.name)
+    sess.run({k: tensor(v) for k, v in sig.outputs.items()},
+             {tensor(sig.inputs["x"]): np.zeros([2, 3], np.float32), tensor(sig.inputs["x:size1"]): [4, 1]})
+
+
+def _forward_npz(sizes):
+  def trigger():
+    inputs = export.build_forward_graph(testing_graphs.make_sum_graph()).description["inputs"]
+    path = _tmp() + "/in.npz"
+    np.savez(path, **{"x": np.zeros([2, 3], np.float32), "x:size1": np.asarray(sizes)})
+    forwarding.read_sequences_npz(path, inputs)
+  return trigger
+
+
+def _forward_output_not_npz():
+  forwarding.write_outputs_npz(_tmp() + "/out", [], {})
 
 
 # (area, what, exception, message regex, trigger)
@@ -452,6 +539,50 @@ BAD_INPUTS = [
      _export_dir_not_empty),
     ("export", "checkpoint does not exist", ValueError, r"checkpoint '/nonexistent/model.001' does not exist",
      _export_checkpoint_missing),
+    ("engine", "batch_size 0", ValueError, r"batch_size must be an int >= 1, got 0", _engine_bad_option(batch_size=0)),
+    ("engine", "num_epochs 0", ValueError, r"num_epochs must be an int >= 1, got 0", _engine_bad_option(num_epochs=0)),
+    ("engine", "learning rate NaN", ValueError, r"learning_rate must be a finite float >= 0, got nan",
+     _engine_bad_option(learning_rate=float("nan"))),
+    ("engine", "learning rate < 0", ValueError, r"learning_rate must be a finite float >= 0, got -0.1",
+     _engine_bad_option(learning_rate=-0.1)),
+    ("engine", "lr_decay outside (0, 1]", ValueError, r"lr_decay must be a float in \(0, 1\]",
+     _engine_bad_option(lr_decay=0.0)),
+    ("engine", "keep_checkpoints 0", ValueError, r"keep_checkpoints must be an int >= 1, got 0",
+     _engine_bad_option(keep_checkpoints=0)),
+    ("engine", "log_every_secs 0", ValueError, r"log_every_secs must be a finite number of seconds > 0, got 0",
+     _engine_bad_option(log_every_secs=0)),
+    ("engine", "negative seed", ValueError, r"seed must be an int in \[0, 2147483647\], got -1",
+     _engine_bad_option(seed=-1)),
+    ("engine", "train_dir is /", ValueError, r"train_dir '/' is the filesystem root", _engine_train_dir_root),
+    ("engine", "train_dir is the home directory", ValueError, r"train_dir '.*' is the home directory",
+     _engine_train_dir_home),
+    ("engine", "no checkpoint in train_dir restores", RuntimeError,
+     r"holds checkpoint files but no checkpoint restores: model.001 \(.*\)\. Nothing was changed",
+     _engine_no_checkpoint_restores),
+    ("engine", "train(num_epochs=0)", ValueError, r"num_epochs must be an int >= 1, got 0", _engine_train_zero_epochs),
+    ("engine", "forward generator used after the iterator was re-initialised", RuntimeError,
+     r"input iterator was re-initialised .* while this iteration over split 'train' was not finished",
+     _engine_forward_interleaved),
+    ("engine", "no data and no default_data", ValueError, r"'no_data' has no default_data\(split\) function; pass "
+     r"the data explicitly", _engine_no_default_data),
+    ("export", "overwrite of a directory that is not an export", ValueError,
+     r"is not an earlier returnn_rc export \(unexpected: \['model.py'.*nothing was deleted",
+     _export_overwrite_not_an_export),
+    ("export", "export_dir is the current directory", ValueError, r"is the current directory or one above it",
+     _export_current_directory),
+    ("export", "epoch 0", ValueError, r"epoch must be an int in \[1, 2\*\*63\), got 0", _export_epoch_zero),
+    ("export", "SavedModel size input > padded length (run time)", tf.errors.InvalidArgumentError,
+     r"size input x:size1 must be <= the padded length of input x at axis 1", _serving_size_above_padded_length),
+    ("export", "forward input sizes > padded length", ValueError,
+     r"sizes 'x:size1': sequence 0 has size 4, outside \[0, 3\]", _forward_npz([4, 1])),
+    ("export", "forward input sizes negative", ValueError, r"sizes 'x:size1': sequence 1 has size -1",
+     _forward_npz([3, -1])),
+    ("export", "forward input sizes float", ValueError, r"sizes 'x:size1' must be integers, got dtype float64",
+     _forward_npz([3.0, 1.0])),
+    ("export", "forward input sizes: wrong count", ValueError,
+     r"sizes 'x:size1' must have shape \[2\] \(one per sequence of 'x'\), got shape \[3\]", _forward_npz([3, 1, 1])),
+    ("export", "forward output file not .npz", ValueError, r"output file must be a path ending with '.npz'",
+     _forward_output_not_npz),
 ]
 
 

@@ -7,18 +7,17 @@ and switches the symbolic train flag per ``Session.run``; the graph is finalized
 run, so nothing is rebuilt between train and eval.
 """
 
-import os
-import sys
-
-from absl import app, flags, logging
+import graph_names
 import numpy as np
 import tensorflow as tf
+from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import returnn_rc as rc  # pylint: disable=wrong-import-position
+graph_names.ensure_repo_root_on_path()
+import returnn_rc as rc  # noqa: E402  pylint: disable=wrong-import-position
 
-STEPS = flags.DEFINE_integer("steps", 20, "Number of train steps.")
-DROPOUT = flags.DEFINE_float("dropout", 0.3, "Dropout probability (applied only in training).")
+_STEPS = flags.DEFINE_integer("steps", 20, "Number of train steps (>= 1).", lower_bound=1)
+_DROPOUT = flags.DEFINE_float("dropout", 0.3, "Dropout probability in [0, 1) (applied only in training).")
+flags.register_validator("dropout", lambda p: 0.0 <= p < 1.0, message="--dropout must be in [0, 1)")
 
 
 def main(argv):
@@ -39,7 +38,7 @@ def main(argv):
     ctx = rc.init_train_step_run_ctx(train_flag=gs.train_flag, step=gs.step, epoch=gs.epoch)
     w1 = tf.compat.v1.get_variable("w1", [feat, 32])
     w2 = tf.compat.v1.get_variable("w2", [32, 1])
-    hidden = tf.nn.relu(tf.einsum("btf,fh->bth", rc.dropout(x, DROPOUT.value).raw_tensor, w1))  # [B,T,32]
+    hidden = tf.nn.relu(tf.einsum("btf,fh->bth", rc.dropout(x, _DROPOUT.value).raw_tensor, w1))  # [B,T,32]
     pred = tf.einsum("bth,ho->bt", hidden, w2)  # [B,T]
     ctx.mark_as_loss(tf.square(pred - y_np), "mse", dims=[rc.batch_dim, time_dim], use_normalized_loss=True)
     train_op = tf.compat.v1.train.AdamOptimizer(0.01).minimize(ctx.total_loss().raw_tensor,
@@ -50,7 +49,7 @@ def main(argv):
 
   with tf.compat.v1.Session(graph=graph) as sess:
     sess.run(init)
-    for _ in range(STEPS.value):
+    for _ in range(_STEPS.value):
       _, fetched = sess.run([train_op, report], feed_dict=gs.feed_dict(train=True))
     train_loss = rc.EpochAccumulator().add(fetched)["mse"]
     eval_loss = rc.EpochAccumulator().add(sess.run(report, feed_dict=gs.feed_dict(train=False)))["mse"]

@@ -5,7 +5,8 @@
 - :mod:`~returnn_rc.engine.engine`: :class:`Engine`, the session loop (train / evaluate / forward);
 - :mod:`~returnn_rc.engine.history`: per-epoch results, the epoch table, TensorBoard scalars;
 - :mod:`~returnn_rc.engine.lr_control`: Newbob learning-rate control keyed by a loss name;
-- :mod:`~returnn_rc.engine.checkpoints`: atomic checkpoints of one model in a train dir.
+- :mod:`~returnn_rc.engine.checkpoints`: checkpoints of one model in a train dir (TF's ``Saver`` rotation, resume
+  from the newest one that restores, the engine's own file names for ``fresh``).
 """
 
 from returnn_rc.engine.engine import Engine, EngineConfig, NonFiniteLossError

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from returnn_rc import checkpoint_compat
 from returnn_rc import graph_module as _graph_module
+from returnn_rc.engine import checkpoints
 from returnn_rc.engine import data as _data
-from returnn_rc.engine.checkpoints import CheckpointDir, variable_shapes
 from returnn_rc.engine.history import EpochResult, SummaryWriter, format_table
 from returnn_rc.engine.train_graph import TrainGraphConfig, build_train_graph
 from returnn_rc.reporting import EpochAccumulator
@@ -43,24 +45,27 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass
 class EngineConfig:
-  """Options of :class:`Engine`.
+  """Options of :class:`Engine` (checked by :meth:`validate` before the engine does anything).
 
   Attributes:
-    train_dir: checkpoints, ``train_state.json`` and TensorBoard events.
-    num_epochs: train up to (and including) this epoch.
-    batch_size: maximum number of sequences per batch.
-    learning_rate: initial learning rate (Adam).
+    train_dir: checkpoints, ``train_state.json`` and TensorBoard events (not ``/``, a filesystem
+      root or the home directory).
+    num_epochs: train up to (and including) this epoch, >= 1.
+    batch_size: maximum number of sequences per batch, >= 1.
+    learning_rate: initial learning rate (Adam), finite and >= 0.
     lr_control_loss: name of the loss whose epoch figure (dev, else train) controls the rate;
       None: the first loss used by the optimizer.
-    lr_decay: Newbob factor when the figure did not improve by ``lr_decay_threshold`` (relative).
-    seed: graph seed, data order, dropout masks.
+    lr_decay: Newbob factor in (0, 1] when the figure did not improve by ``lr_decay_threshold``
+      (relative, finite, >= 0); 1 disables the control.
+    seed: graph seed, data order, dropout masks; an int in [0, 2**31).
     xla: compile the train step (model, losses, gradients) with XLA (``jit_scope``; dropout masks
       are drawn outside the clusters, so the numbers match a run without XLA).
     pad_to_bucket_boundary: pad batches to their bucket's bound (few shapes for XLA to compile).
-    fresh: delete this engine's files in ``train_dir`` first, instead of resuming.
-    keep_checkpoints: how many epoch checkpoints to keep.
-    log_every_secs: progress logging interval within an epoch.
-    max_seqs: use at most this many train sequences (dev: a tenth, at least 1); None: all.
+    fresh: delete the engine's own files in ``train_dir`` first (the exact names of
+      :mod:`returnn_rc.engine.checkpoints`; nothing else), instead of resuming.
+    keep_checkpoints: how many epoch checkpoints to keep (>= 1; ``Saver(max_to_keep=...)``).
+    log_every_secs: progress logging interval within an epoch, seconds > 0.
+    max_seqs: use at most this many train sequences (dev: a tenth, at least 1), >= 1; None: all.
     save_checkpoints: write a checkpoint after each epoch.
   """
 
@@ -80,49 +85,106 @@ class EngineConfig:
   max_seqs: Optional[int] = None
   save_checkpoints: bool = True
 
+  def validate(self) -> None:
+    """``TypeError`` / ``ValueError`` naming the first bad option and what is expected; writes nothing."""
+    checkpoints.check_train_dir(self.train_dir)
+    _check_int("num_epochs", self.num_epochs, minimum=1)
+    _check_int("batch_size", self.batch_size, minimum=1)
+    _check_int("keep_checkpoints", self.keep_checkpoints, minimum=1)
+    _check_int("seed", self.seed, minimum=0, maximum=2**31 - 1)
+    if self.max_seqs is not None:
+      _check_int("max_seqs", self.max_seqs, minimum=1)
+    _check_number("learning_rate", self.learning_rate, "a finite float >= 0", lambda v: v >= 0)
+    _check_number("lr_decay", self.lr_decay, "a float in (0, 1] (1 disables the decay)", lambda v: 0 < v <= 1)
+    _check_number("lr_decay_threshold", self.lr_decay_threshold, "a finite float >= 0", lambda v: v >= 0)
+    _check_number("log_every_secs", self.log_every_secs, "a finite number of seconds > 0", lambda v: v > 0)
+    if self.lr_control_loss is not None and (not isinstance(self.lr_control_loss, str) or not self.lr_control_loss):
+      raise ValueError(f"lr_control_loss must be None or a loss name, got {self.lr_control_loss!r}")
+    for name in ("xla", "pad_to_bucket_boundary", "fresh", "save_checkpoints"):
+      if not isinstance(getattr(self, name), (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
   def train_graph_config(self) -> TrainGraphConfig:
     """The options of the training graph (:func:`returnn_rc.engine.train_graph.build_train_graph`)."""
     return TrainGraphConfig(seed=self.seed, learning_rate=self.learning_rate, lr_control_loss=self.lr_control_loss,
-                            lr_decay=self.lr_decay, lr_decay_threshold=self.lr_decay_threshold, xla=self.xla)
+                            lr_decay=self.lr_decay, lr_decay_threshold=self.lr_decay_threshold, xla=self.xla,
+                            max_to_keep=self.keep_checkpoints)
+
+
+def _check_int(name: str, value: Any, *, minimum: int, maximum: Optional[int] = None) -> None:
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    raise TypeError(f"{name} must be an int, got {value!r}")
+  if value < minimum or (maximum is not None and value > maximum):
+    want = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    raise ValueError(f"{name} must be an int {want}, got {value}")
+
+
+def _check_number(name: str, value: Any, expected: str, ok) -> None:
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    raise TypeError(f"{name} must be {expected}, got {value!r}")
+  if not math.isfinite(value) or not ok(value):
+    raise ValueError(f"{name} must be {expected}, got {value}")
 
 
 class Engine:
   """Trains, evaluates and forwards one graph module. Use as a context manager (closes the session).
 
+  Every option and the data are checked before anything is written to ``train_dir``; a checkpoint
+  there is resumed (the newest one that restores, see :mod:`returnn_rc.engine.checkpoints`).
+
   Args:
     graph_module: a module (or object) with the functions of ``graphs/__init__.py``.
     config: :class:`EngineConfig`.
     train_data / dev_data: lists of sequences (``{name: np.ndarray}``); default:
-      ``graph_module.default_data("train" / "dev")``. ``dev_data=[]`` means no dev set.
+      ``graph_module.default_data("train" / "dev")`` (a module without ``default_data`` needs
+      ``train_data``; its dev set is then empty). ``dev_data=[]`` means no dev set.
+  Raises:
+    TypeError / ValueError: a bad option, bad data, a bad graph module, another model's checkpoint.
+    RuntimeError: checkpoints in ``train_dir`` of which none restores.
   """
 
   def __init__(self, graph_module: Any, config: EngineConfig, *, train_data: Optional[Sequence] = None,
                dev_data: Optional[Sequence] = None):
+    if not isinstance(config, EngineConfig):
+      raise TypeError(f"config must be an EngineConfig, got {type(config).__name__}")
+    config.validate()
     _graph_module.check_graph_module(graph_module)
-    if config.num_epochs < 0:
-      raise ValueError(f"num_epochs must be >= 0, got {config.num_epochs}")
     self.module = graph_module
     self.config = config
     self.graph_name = _graph_module.graph_name_of(graph_module)
     if train_data is None:
       train_data = _graph_module.default_data(graph_module, "train")
-    self._train_data = list(train_data)
+    self._train_data = _as_list(train_data, "train_data")
     if dev_data is None:
       dev_data = _graph_module.default_data(graph_module, "dev") if hasattr(graph_module, "default_data") else []
-    self._dev_data = list(dev_data)
+    self._dev_data = _as_list(dev_data, "dev_data")
     if config.max_seqs is not None:
       self._train_data = self._train_data[:config.max_seqs]
       self._dev_data = self._dev_data[:max(1, config.max_seqs // 10)]
     self.history: List[EpochResult] = []
+    self._checkpoint_path: Optional[str] = None
+    self._iterator_user = 0  # which loop / generator last initialised the input iterator
+    self._closed = False
+    self._writer = None
     self._build()
     self._session = tf.compat.v1.Session(graph=self.graph)
-    self._ckpt = CheckpointDir(config.train_dir, graph_name=self.graph_name, var_shapes=self._var_shapes,
-                               keep=config.keep_checkpoints)
-    if config.fresh:
-      self._ckpt.delete_all()
-    self._restore_or_init()
-    with self.graph.as_default():  # the v1 FileWriter refuses eager mode; it adds no ops
-      self._writer = SummaryWriter(self._ckpt.train_dir)
+    try:
+      self._ckpt = checkpoints.CheckpointDir(config.train_dir, graph_name=self.graph_name, var_specs=self._var_specs)
+      if config.fresh:
+        deleted = self._ckpt.delete_own_files()
+        if deleted:
+          logging.info("fresh start: deleted the engine's files in %s: %s", self._ckpt.train_dir, deleted)
+      restored = self._restore_or_init()
+      self._ckpt.prepare()
+      if restored is not None and restored.warnings:
+        self._ckpt.repair_state_file(restored)
+      self._ckpt.recover_rotation(self._saver)
+      with self.graph.as_default():  # the v1 FileWriter refuses eager mode; it adds no ops
+        self._writer = SummaryWriter(self._ckpt.train_dir, filename_suffix=checkpoints.EVENTS_SUFFIX)
+    except BaseException:
+      self._session.close()
+      self._closed = True
+      raise
 
   # --- graph ------------------------------------------------------------------------------------
 
@@ -157,27 +219,35 @@ class Engine:
       self._fetches = tg.report
       self._train_op = tg.train_op
       self._output_fetches = tg.output_fetches
-      self._var_shapes = variable_shapes(tg.variables)
+      self._var_specs = checkpoint_compat.variable_specs(tg.variables)
       self._saver = tg.saver
       self._init_op = tg.init_op
     self.graph.finalize()
 
   # --- checkpoints ------------------------------------------------------------------------------
 
-  def _restore_or_init(self) -> None:
-    state = self._ckpt.check_compatible()
-    if state is None:
+  def _restore_or_init(self) -> Optional[checkpoints.Restored]:
+    restored = self._ckpt.restore(self._session, self._saver)
+    #: What was broken in train_dir when this engine resumed (also logged as warnings); empty if nothing.
+    self.restore_warnings: List[str] = [] if restored is None else restored.warnings
+    if restored is None:
       self._session.run(self._init_op)
       self.completed_epoch = 0
-      return
-    path = self._ckpt.latest()
-    with self.graph.as_default():  # Saver checks for graph mode
-      self._saver.restore(self._session, path)
+      return None
+    self._checkpoint_path = restored.path
     self.completed_epoch = self.graph_state.get_epoch(self._session)
-    self.history = [EpochResult.from_json(h) for h in state.get("history", [])
-                    if h["epoch"] <= self.completed_epoch]
-    logging.info("resumed %s from %s: epoch %d done, step %d, learning rate %.4g", self.graph_name, path,
+    history = restored.state.get("history", [])
+    try:
+      self.history = [EpochResult.from_json(h) for h in history
+                      if isinstance(h, Mapping) and isinstance(h.get("epoch"), int)
+                      and h["epoch"] <= self.completed_epoch]
+    except (TypeError, ValueError) as exc:  # a hand-edited train_state.json: the history is only for the table
+      logging.warning("train_dir %s: the history in %s is unreadable (%s); it starts anew", self._ckpt.train_dir,
+                      checkpoints.STATE_FILE, exc)
+      self.history = []
+    logging.info("resumed %s from %s: epoch %d done, step %d, learning rate %.4g", self.graph_name, restored.path,
                  self.completed_epoch, self.step, self.lr_control.get(self._session))
+    return restored
 
   @property
   def num_seqs(self) -> Dict[str, int]:
@@ -197,13 +267,18 @@ class Engine:
     return self.lr_control.get(self._session)
 
   def latest_checkpoint(self) -> Optional[str]:
-    return self._ckpt.latest()
+    """The checkpoint this engine restored or last saved (a prefix, e.g. ``<train_dir>/model.003``); None if
+    it has neither (a fresh start before the first save)."""
+    return self._checkpoint_path
 
   # --- loops ------------------------------------------------------------------------------------
 
   def train(self, num_epochs: Optional[int] = None) -> List[EpochResult]:
     """Trains the epochs after the last completed one up to ``num_epochs`` (default: the config's);
     evaluates on dev after each, updates the learning rate, saves a checkpoint. Returns the history."""
+    if num_epochs is not None:
+      _check_int("num_epochs", num_epochs, minimum=1)
+    self._check_open()
     last = self.config.num_epochs if num_epochs is None else num_epochs
     if self.completed_epoch >= last:
       logging.info("%s: already trained %d epochs (asked for %d); nothing to do", self.graph_name,
@@ -223,8 +298,8 @@ class Engine:
       self.history.append(result)
       self.completed_epoch = epoch
       if self.config.save_checkpoints:
-        with self.graph.as_default():  # Saver checks for graph mode
-            self._ckpt.save(self._session, self._saver, epoch=epoch, history=[h.to_json() for h in self.history])
+        self._checkpoint_path = self._ckpt.save(self._session, self._saver, epoch=epoch,
+                                                history=[h.to_json() for h in self.history])
       logging.info("epoch %d done: %d steps in %.1fs (%.1f steps/s); train %s; dev %s", epoch, result.num_batches,
                    result.seconds, result.steps_per_sec, _fmt_figures(result.train),
                    _fmt_figures(result.dev))
@@ -233,13 +308,13 @@ class Engine:
   def _train_epoch(self, epoch: int) -> EpochResult:
     sess, gs = self._session, self.graph_state
     gs.set_epoch(sess, epoch)
-    sess.run(self._iter_init["train"], feed_dict={self._order_seed: epoch})
+    self._init_iterator("train", order_seed=epoch)
     step = gs.get_step(sess)
     lr = self.lr_control.get(sess)
     acc = EpochAccumulator()
     feed = gs.feed_dict(train=True)
     batch_figures = []
-    start = last_log = time.time()
+    start = time.time()
     while True:
       try:
         _, fetched = sess.run([self._train_op, self._fetches], feed_dict=feed)
@@ -250,11 +325,9 @@ class Engine:
       batch_figures.append(figures)
       self._writer.scalars("train", figures, step)
       step += 1
-      now = time.time()
-      if now - last_log >= self.config.log_every_secs:
-        last_log = now
-        logging.info("epoch %d: step %d, %d batches, %.1f steps/s; so far %s", epoch, step, acc.num_batches,
-                     acc.num_batches / (now - start), _fmt_figures(acc.figures()))
+      logging.log_every_n_seconds(
+          logging.INFO, "epoch %d: step %d, %d batches, %.1f steps/s; so far %s", self.config.log_every_secs,
+          epoch, step, acc.num_batches, acc.num_batches / max(time.time() - start, 1e-9), _fmt_figures(acc.figures()))
     seconds = time.time() - start
     if not acc.num_batches:
       raise RuntimeError(f"epoch {epoch}: the train data yielded no batch")
@@ -268,44 +341,67 @@ class Engine:
         raise NonFiniteLossError(
             f"loss {name!r} is not finite (summed={float(summed)}, inv_norm={float(inv_norm)}) in epoch {epoch}, "
             f"step {step} (batch {batch} of the epoch); training stopped, no checkpoint written for epoch "
-            f"{epoch} (latest checkpoint: {self._ckpt.latest()})")
+            f"{epoch} (latest checkpoint: {self._checkpoint_path})")
 
   def evaluate(self, split: str = "dev") -> Dict[str, float]:
     """Figures (loss name → Σ summed / Σ inv_norm) over ``split`` with the train flag off; no train op."""
-    acc = self._run_split(split, self._fetches, acc=EpochAccumulator())
+    acc = EpochAccumulator()
+    for fetched in self._batches(split, self._fetches):
+      acc.add(fetched)
     return acc.figures()
 
   def evaluate_batches(self, split: str = "dev") -> List[Dict[str, tuple]]:
     """Per batch ``{name: (summed, inv_norm)}`` over ``split`` with the train flag off."""
-    out = []
-    self._run_split(split, self._fetches, collect=out)
-    return out
+    return list(self._batches(split, self._fetches))
 
   def forward(self, split: str = "dev") -> Iterator[Dict[str, np.ndarray]]:
-    """Per batch the marked outputs ``{name: [B,...], "<name>:size<axis>": [B]}`` with the flag off."""
+    """The marked outputs ``{name: [B,...], "<name>:size<axis>": [B]}`` per batch of ``split``, flag off.
+
+    A generator: each ``next()`` runs one batch (one ``Session.run``); nothing runs before the first.
+    The engine has ONE input iterator, so a generator is valid until the engine's iterator is used
+    again: a ``train`` / ``evaluate`` / ``forward`` call that starts while this generator is not
+    exhausted makes its next ``next()`` raise ``RuntimeError`` (never batches of another split).
+    Not thread-safe (as the session loop as a whole).
+
+    Raises:
+      ValueError: ``forward_step`` marked no output, or an unknown or empty ``split`` (at the call).
+    """
     if not self._output_fetches:
       raise ValueError(f"graph {self.graph_name!r}: forward_step marked no output")
-    out: List[Dict[str, np.ndarray]] = []
-    self._run_split(split, self._output_fetches, collect=out)
-    return iter(out)
+    self._check_split(split)
+    return self._batches(split, self._output_fetches)
 
-  def _run_split(self, split: str, fetches, *, acc: Optional[EpochAccumulator] = None,
-                 collect: Optional[list] = None):
+  def _check_split(self, split: str) -> None:
     if split not in self._iter_init:
       raise ValueError(f"unknown or empty split {split!r}; available: {sorted(self._iter_init)}")
-    sess = self._session
-    sess.run(self._iter_init[split], feed_dict={self._order_seed: max(self.completed_epoch, 1)})
+
+  def _check_open(self) -> None:
+    if self._closed:
+      raise RuntimeError(f"the engine of graph {self.graph_name!r} is closed")
+
+  def _init_iterator(self, split: str, *, order_seed: int) -> int:
+    """(Re-)initialises the one input iterator for ``split``; returns the new user's token."""
+    self._check_open()
+    self._session.run(self._iter_init[split], feed_dict={self._order_seed: order_seed})
+    self._iterator_user += 1
+    return self._iterator_user
+
+  def _batches(self, split: str, fetches) -> Iterator[Any]:
+    """Runs ``fetches`` per batch of ``split`` with the flag off (a generator, see :meth:`forward`)."""
+    self._check_split(split)
+    token = self._init_iterator(split, order_seed=max(self.completed_epoch, 1))
     feed = self.graph_state.feed_dict(train=False)
     while True:
+      self._check_open()
+      if self._iterator_user != token:
+        raise RuntimeError(
+            f"the engine's input iterator was re-initialised (by train, evaluate or forward) while this iteration "
+            f"over split {split!r} was not finished; start it again (e.g. call forward({split!r}) anew)")
       try:
-        fetched = sess.run(fetches, feed_dict=feed)
+        fetched = self._session.run(fetches, feed_dict=feed)
       except tf.errors.OutOfRangeError:
-        break
-      if acc is not None:
-        acc.add(fetched)
-      if collect is not None:
-        collect.append(fetched)
-    return acc
+        return
+      yield fetched
 
   # --- misc -------------------------------------------------------------------------------------
 
@@ -314,14 +410,24 @@ class Engine:
     return format_table(self.history, names=self.loss_names, errors=self.error_names)
 
   def close(self) -> None:
-    self._writer.close()
-    self._session.close()
+    """Closes the TensorBoard writer and the session (idempotent)."""
+    if self._writer is not None:
+      self._writer.close()
+    if not self._closed:
+      self._session.close()
+    self._closed = True
 
   def __enter__(self) -> "Engine":
     return self
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def _as_list(data: Any, what: str) -> list:
+  if isinstance(data, (str, bytes, Mapping)) or not hasattr(data, "__iter__"):
+    raise TypeError(f"{what} must be a list of dicts (one per sequence), got {type(data).__name__}")
+  return list(data)
 
 
 def _fmt_figures(figures: Dict[str, float]) -> str:

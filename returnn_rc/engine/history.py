@@ -70,14 +70,15 @@ def _fmt(value: Optional[float]) -> str:
 
 
 class SummaryWriter:
-  """Per-loss TensorBoard scalars (``tf.compat.v1.summary.FileWriter`` in the train dir).
+  """Per-loss TensorBoard scalars (``tf.compat.v1.summary.FileWriter`` in the train dir; ``filename_suffix``
+  ends the event file's name, so the engine knows its own files).
 
   Written from the already fetched numbers as ``Summary`` protos: no summary ops in the graph, no
   extra ``Session.run``.
   """
 
-  def __init__(self, logdir: str):
-    self._writer = tf.compat.v1.summary.FileWriter(logdir)
+  def __init__(self, logdir: str, *, filename_suffix: str = ""):
+    self._writer = tf.compat.v1.summary.FileWriter(logdir, filename_suffix=filename_suffix)
 
   def scalars(self, prefix: str, figures: Mapping[str, float], step: int) -> None:
     values = [tf.compat.v1.Summary.Value(tag=f"{prefix}/{name}", simple_value=float(v)) for name, v in figures.items()]

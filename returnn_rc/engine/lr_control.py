@@ -37,6 +37,8 @@ class NewbobLR:
       raise ValueError(f"learning_rate must be a finite float >= 0, got {learning_rate}")
     if not 0 < decay <= 1:
       raise ValueError(f"lr decay must be in (0, 1], got {decay}")
+    if not math.isfinite(rel_threshold) or rel_threshold < 0:
+      raise ValueError(f"lr decay threshold must be a finite float >= 0, got {rel_threshold}")
     self.loss_name = loss_name
     self.decay = float(decay)
     self.rel_threshold = float(rel_threshold)

@@ -50,6 +50,7 @@ class TrainGraphConfig:
     xla: build the train step (model, losses, gradients, update) inside ``jit_scope()``.
     train_flag: ``"placeholder"`` / ``"variable"`` (the graph state's symbolic flag of that kind), or a
       Python bool (a static flag: nothing symbolic in the model; for tests and benchmarks).
+    max_to_keep: the ``Saver``'s rotation (``Saver(max_to_keep=...)``); None: no rotation.
   """
 
   seed: int = 42
@@ -59,6 +60,7 @@ class TrainGraphConfig:
   lr_decay_threshold: float = 0.01
   xla: bool = False
   train_flag: Union[str, bool] = _graph_state.TRAIN_FLAG_PLACEHOLDER
+  max_to_keep: Union[int, None] = None
 
 
 @dataclasses.dataclass
@@ -82,7 +84,7 @@ class TrainGraph:
     outputs: the marked outputs of ``forward_step``.
     output_fetches: ``"<name>"`` and ``"<name>:size<axis>"`` → tensor, of the outputs.
     variables: all global variables (what the saver stores).
-    saver / init_op: the ``Saver`` over ``variables`` (no rotation) and their initialiser.
+    saver / init_op: the ``Saver`` over ``variables`` (rotation: ``config.max_to_keep``) and their initialiser.
   """
 
   graph: tf.Graph
@@ -173,7 +175,7 @@ def build_train_graph(module: Any, extern_data: TensorDict,
   outputs = forward_ctx.outputs
   output_fetches = outputs.as_raw_tensor_dict() if len(outputs) else {}
   variables = tf.compat.v1.global_variables()
-  saver = tf.compat.v1.train.Saver(var_list=variables, max_to_keep=None, save_relative_paths=True)
+  saver = tf.compat.v1.train.Saver(var_list=variables, max_to_keep=config.max_to_keep, save_relative_paths=True)
   init_op = tf.compat.v1.global_variables_initializer()
   return TrainGraph(
       graph=graph, graph_state=gs, train_flag=flag, model=model, extern_data=extern_data, train_ctx=train_ctx,

@@ -25,6 +25,7 @@ has one size key, named after the first input that has it.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
@@ -32,11 +33,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 import numpy as np
 import tensorflow as tf
 
+from returnn_rc import checkpoint_compat
 from returnn_rc import graph_module as _graph_module
 from returnn_rc import graph_state as _graph_state
 from returnn_rc.export import dims as export_dims
 from returnn_rc.run_ctx import init_forward_step_run_ctx
-from returnn_rc.tensor import Tensor, TensorDict
+from returnn_rc.tensor import TensorDict
 
 #: Valid input / output names (signature keys; ``:`` is reserved for the size keys).
 VALID_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -145,20 +147,36 @@ def _check_graph(graph: tf.Graph, fetches: Mapping[str, tf.Tensor], inputs: Mapp
         f"(returnn_rc.ops.fallback_scope()) must be honoured")
 
 
+def check_epoch_step(epoch: Any, step: Any) -> None:
+  """``TypeError`` / ``ValueError`` unless ``epoch`` is None or an int >= 1 and ``step`` None or an int >= 0
+  (both below 2**63: they are int64 in the graph)."""
+  for what, value, minimum in (("epoch", epoch, 1), ("step", step, 0)):
+    if value is None:
+      continue
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+      raise TypeError(f"{what} must be None or an int, got {value!r}")
+    if not minimum <= value < 2**63:
+      raise ValueError(f"{what} must be an int in [{minimum}, 2**63), got {value}")
+
+
 def build_forward_graph(graph_module: Any, *, epoch: int = 1, step: int = 0) -> ForwardGraph:
   """Builds ``forward_step`` of ``graph_module`` (see ``graphs/__init__.py``) in a fresh graph.
 
-  Raises ``ValueError`` if no output is marked, a name is not a valid signature key, or an output
-  does not match ``model_outputs_template``; ``RuntimeError`` if an expected output is missing or the
-  outputs depend on a non-input placeholder or a non-core op.
+  Raises ``TypeError`` / ``ValueError`` for a bad ``epoch`` (int >= 1) or ``step`` (int >= 0);
+  ``ValueError`` if no output is marked, a name is not a valid signature key, or an output does not
+  match ``model_outputs_template``; ``RuntimeError`` if an expected output is missing or the outputs
+  depend on a non-input placeholder or a non-core op.
   """
+  check_epoch_step(epoch, step)
+  _graph_module.check_graph_module(graph_module)
   name = _module_name(graph_module)
   graph = tf.Graph()
   with graph.as_default(), ops_fallback():
     extern_data = _graph_module.extern_data_template(graph_module)
     for key in extern_data:
       check_name(key, f"{name}: extern-data input")
-    _graph_module.make_placeholders(extern_data, check_shape=True)
+    placeholders = _graph_module.make_placeholders(extern_data, check_shape=True)
+    _add_size_checks(extern_data, placeholders)
     state = _graph_state.get_graph_state(graph)
     # Forwarding is never training: freeze the graph's symbolic train flag to a constant, so code that
     # reads it directly builds no dependency on the placeholder.
@@ -174,7 +192,7 @@ def build_forward_graph(graph_module: Any, *, epoch: int = 1, step: int = 0) -> 
       raise ValueError(f"{name}.forward_step marked no output; call rc.get_run_ctx().mark_as_output(...) "
                        f"(or mark_as_default_output) there")
     fetches = _output_fetches(outputs, name)
-  inputs, size_keys = _signature_inputs(extern_data, fetches)
+  inputs, size_keys = _signature_inputs(extern_data, placeholders, fetches)
   _check_graph(graph, fetches, inputs, name)
   dim_ids = export_dims.DimIds()
   description = {
@@ -206,33 +224,84 @@ def _output_fetches(outputs: TensorDict, module_name: str) -> Dict[str, tf.Tenso
   return fetches
 
 
-def _signature_inputs(extern_data: TensorDict, fetches: Mapping[str, tf.Tensor]):
+def _size_keys(extern_data: TensorDict) -> Dict[int, str]:
+  """``id(dim)`` → the key of its sizes: ``"<name>:size<axis>"`` of the first input that has the dim (as
+  :func:`returnn_rc.graph_module.make_placeholders` names its placeholder)."""
+  keys: Dict[int, str] = {}
+  for name, t in extern_data.items():
+    for axis, d in enumerate(t.dims):
+      if d.is_dynamic():
+        keys.setdefault(id(d), export_dims.size_key(name, axis))
+  return keys
+
+
+def _add_size_checks(extern_data: TensorDict, placeholders: Mapping[str, tf.Tensor]) -> None:
+  """Run-time checks of the size inputs, built into the inputs the model reads (so they run first).
+
+  Each size input ``"<name>:size<axis>"`` must have rank 1 and sizes >= 0 (checked on the sizes the
+  model reads); and for each input ``x`` with that dim, one size per sequence of ``x`` (its batch
+  size) and sizes <= the padded length of ``x`` at that axis (checked on ``x`` as the model reads
+  it). A violation is a ``tf.errors.InvalidArgumentError`` naming the size input and ``x``, also through
+  a SavedModel signature; the checks are core TF ops (``Assert``), so plain TF serves the export.
+  """
+  keys = _size_keys(extern_data)
+  done = set()
+  for t in extern_data.values():
+    for d in t.dynamic_dims:
+      if id(d) in done:
+        continue
+      done.add(id(d))
+      key = keys[id(d)]
+      scope = key.replace(":", "_")
+      # A TF2 signature call does not enforce the placeholder's shape [None]: ensure_shape does.
+      sizes = tf.ensure_shape(placeholders[key], [None], name=f"extern_data/{scope}_rank1")
+      non_negative = tf.debugging.assert_non_negative(
+          sizes, message=f"size input {key} (dim {d.name}) must be >= 0", name=f"extern_data/{scope}_check")
+      with tf.control_dependencies([non_negative]):
+        d.dyn_size = tf.identity(sizes, name=f"extern_data/{scope}_checked")
+  for name, t in extern_data.items():
+    raw = t.raw_tensor
+    shape = tf.shape(raw, name=f"extern_data/{name}_shape")
+    checks = []
+    for axis, d in enumerate(t.dims):
+      if not d.is_dynamic():
+        continue
+      key = keys[id(d)]
+      checks.append(tf.debugging.assert_equal(
+          tf.size(d.dyn_size), shape[0],
+          message=f"size input {key} must have one size per sequence of input {name} (its batch size)"))
+      checks.append(tf.debugging.assert_less_equal(
+          d.dyn_size, shape[axis],
+          message=f"size input {key} must be <= the padded length of input {name} at axis {axis}"))
+    if checks:
+      with tf.control_dependencies(checks):
+        t.raw_tensor = tf.identity(raw, name=f"extern_data/{name}_sizes_checked")
+
+
+def _signature_inputs(extern_data: TensorDict, placeholders: Mapping[str, tf.Tensor],
+                      fetches: Mapping[str, tf.Tensor]):
   """Signature key → placeholder for the inputs the fetches depend on, and ``id(dim)`` → size key.
 
   An input is a signature input if its data is used, or if the sizes of one of its dims are used
-  and no other used input has that dim.
+  and no other used input has that dim. A dim's size key is that of the first input that has it.
   """
   used = upstream_ops(fetches.values())
-
-  def placeholder(t: Tensor) -> tf.Tensor:
-    return t.get_raw().op.inputs[0]  # the EnsureShape's input
-
-  chosen = [k for k, t in extern_data.items() if placeholder(t).op in used]
+  keys = _size_keys(extern_data)
+  chosen = [k for k in extern_data if placeholders[k].op in used]
   dims_of_chosen = {id(d) for k in chosen for d in extern_data[k].dynamic_dims}
   for key, t in extern_data.items():
     for d in t.dynamic_dims:
-      if key not in chosen and id(d) not in dims_of_chosen and d.dyn_size.op in used:
+      if key not in chosen and id(d) not in dims_of_chosen and placeholders[keys[id(d)]].op in used:
         chosen.append(key)
         dims_of_chosen.update(id(x) for x in t.dynamic_dims)
   inputs: Dict[str, tf.Tensor] = {}
   size_keys: Dict[int, str] = {}
   for key in [k for k in extern_data if k in chosen]:
-    t = extern_data[key]
-    inputs[key] = placeholder(t)
-    for axis, d in enumerate(t.dims):
-      if d.is_dynamic() and id(d) not in size_keys:
-        size_keys[id(d)] = export_dims.size_key(key, axis)
-        inputs[size_keys[id(d)]] = d.dyn_size
+    inputs[key] = placeholders[key]
+    for d in extern_data[key].dynamic_dims:
+      if id(d) not in size_keys:
+        size_keys[id(d)] = keys[id(d)]
+        inputs[keys[id(d)]] = placeholders[keys[id(d)]]
   return inputs, size_keys
 
 
@@ -255,8 +324,11 @@ def resolve_checkpoint(checkpoint_path: str) -> str:
 
 
 def read_step_epoch(checkpoint_path: str) -> Dict[str, int]:
-  """``{"step": ..., "epoch": ...}`` as saved in the checkpoint's graph-state variables (0 / 1 if absent)."""
-  reader = tf.train.load_checkpoint(checkpoint_path)
+  """``{"step": ..., "epoch": ...}`` as saved in the checkpoint's graph-state variables (0 / 1 if absent).
+
+  ``checkpoint_path``: a prefix or directory (:func:`resolve_checkpoint`; ``ValueError`` if there is none).
+  """
+  reader = checkpoint_compat.open_reader(resolve_checkpoint(checkpoint_path))
   with tf.Graph().as_default() as g:
     state = _graph_state.get_graph_state(g)
     names = {"step": state.step_var.op.name, "epoch": state.epoch_var.op.name}
@@ -270,37 +342,19 @@ def read_step_epoch(checkpoint_path: str) -> Dict[str, int]:
 def restore_variables(session: tf.compat.v1.Session, fg: ForwardGraph, checkpoint_path: str) -> str:
   """Restores the variables of ``fg`` from ``checkpoint_path`` (a prefix or directory); returns the prefix.
 
-  Raises ``ValueError`` naming each variable the checkpoint lacks or holds with another shape or
-  dtype. The graph-state step / epoch variables may be absent (they are then initialised).
+  The checkpoint is checked first with :func:`returnn_rc.checkpoint_compat.check_checkpoint` (the engine's
+  check too): ``ValueError`` naming each variable the checkpoint lacks or holds with another shape or
+  dtype. It may hold more variables (optimizer slots, learning-rate control); the graph-state step /
+  epoch variables may be absent (they are then initialised).
   """
   path = resolve_checkpoint(checkpoint_path)
-  reader = tf.train.load_checkpoint(path)
-  shapes = reader.get_variable_to_shape_map()
-  dtypes = reader.get_variable_to_dtype_map()
   state = _graph_state.get_graph_state(fg.graph)
   optional = {state.step_var.op.name, state.epoch_var.op.name}
-  restore: Dict[str, tf.Variable] = {}
-  initialise: List[tf.Variable] = []
-  problems = []
-  for var in fg.variables():
-    name = var.op.name
-    var_shape = var.shape.as_list()
-    if name not in shapes:
-      if name in optional:
-        initialise.append(var)
-      else:
-        problems.append(f"missing variable {name!r} (shape {var_shape})")
-      continue
-    if list(shapes[name]) != var_shape:
-      problems.append(f"variable {name!r} has shape {list(shapes[name])} in the checkpoint, the graph expects "
-                      f"{var_shape}")
-    elif dtypes[name].base_dtype != var.dtype.base_dtype:
-      problems.append(f"variable {name!r} has dtype {dtypes[name].name} in the checkpoint, the graph expects "
-                      f"{var.dtype.base_dtype.name}")
-    else:
-      restore[name] = var
-  if problems:
-    raise ValueError(f"checkpoint {path!r} does not match the forward graph: " + "; ".join(problems))
+  variables = fg.variables()
+  reader = checkpoint_compat.check_checkpoint(path, checkpoint_compat.variable_specs(variables),
+                                              what="the forward graph", optional=optional, allow_unexpected=True)
+  restore = {v.op.name: v for v in variables if reader.has_tensor(v.op.name)}
+  initialise = [v for v in variables if v.op.name not in restore]
   with fg.graph.as_default():
     if initialise:
       session.run(tf.compat.v1.variables_initializer(initialise))

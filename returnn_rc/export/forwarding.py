@@ -17,8 +17,10 @@ Inputs may also be given per sequence, as keys ``"seq<i>/<name>"`` (unpadded arr
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 import re
-import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -98,11 +100,30 @@ def unpad_sequences(padded: Mapping[str, np.ndarray], tensors_desc: TensorsDesc)
         key = desc["dims"][axis].get("size_key", key)
       if key not in padded:
         raise ValueError(f"no sizes {export_dims.size_key(name, axis)!r} for {name!r} (keys {sorted(padded)})")
-      sizes[axis] = np.asarray(padded[key])
+      sizes[axis] = check_sizes(padded[key], key=key, data=np.asarray(arr), name=name, axis=axis)
     for i in range(len(seqs)):
       index = [i] + [slice(0, int(sizes[a][i])) if a in sizes else slice(None) for a in range(1, arr.ndim)]
       seqs[i][name] = arr[tuple(index)]
   return seqs
+
+
+def check_sizes(sizes: Any, *, key: str, data: np.ndarray, name: str, axis: int) -> np.ndarray:
+  """``sizes`` as an int array ``[N]``, checked against the padded ``data`` ``[N,...]`` of ``name``.
+
+  Raises ``ValueError`` naming ``key`` unless the sizes are integers (not float, not bool), one per
+  sequence of ``data`` (``N``), and each in ``[0, data.shape[axis]]`` (the padded length).
+  """
+  sizes = np.asarray(sizes)
+  if sizes.dtype == np.bool_ or not np.issubdtype(sizes.dtype, np.integer):
+    raise ValueError(f"sizes {key!r} must be integers, got dtype {sizes.dtype}")
+  if sizes.ndim != 1 or sizes.shape[0] != data.shape[0]:
+    raise ValueError(f"sizes {key!r} must have shape [{data.shape[0]}] (one per sequence of {name!r}), got shape "
+                     f"{list(sizes.shape)}")
+  if sizes.size and (sizes.min() < 0 or sizes.max() > data.shape[axis]):
+    bad = int(np.flatnonzero((sizes < 0) | (sizes > data.shape[axis]))[0])
+    raise ValueError(f"sizes {key!r}: sequence {bad} has size {int(sizes[bad])}, outside [0, {data.shape[axis]}] "
+                     f"(the padded length of {name!r} at axis {axis})")
+  return sizes
 
 
 def feed_from_padded(padded: Mapping[str, np.ndarray], inputs_desc: TensorsDesc) -> Dict[str, np.ndarray]:
@@ -112,6 +133,8 @@ def feed_from_padded(padded: Mapping[str, np.ndarray], inputs_desc: TensorsDesc)
   """
   feed: Dict[str, np.ndarray] = {}
   for name, desc in inputs_desc.items():
+    if name not in padded:
+      raise ValueError(f"no {name!r} in the padded arrays (keys {sorted(padded)})")
     feed[name] = padded[name]
     for axis in desc["dynamic_axes"]:
       key = desc["dims"][axis]["size_key"]
@@ -123,9 +146,11 @@ def feed_from_padded(padded: Mapping[str, np.ndarray], inputs_desc: TensorsDesc)
   return feed
 
 
-def check_feed(feed: Mapping[str, Any], inputs: Mapping[str, Tuple[tf.DType, tf.TensorShape]]) -> None:
+def check_feed(feed: Mapping[str, Any], inputs: Mapping[str, Tuple[tf.DType, tf.TensorShape]],
+               inputs_desc: Optional[TensorsDesc] = None) -> None:
   """``ValueError`` naming the key if ``feed`` lacks a signature input, has an unknown one, or a value
-  of the wrong dtype or rank (``inputs``: key → (dtype, shape) of the signature)."""
+  of the wrong dtype or rank (``inputs``: key → (dtype, shape) of the signature); with ``inputs_desc``
+  (the dims description's ``"inputs"``) also sizes that do not fit their input (:func:`check_sizes`)."""
   missing = sorted(set(inputs) - set(feed))
   unknown = sorted(set(feed) - set(inputs))
   if missing or unknown:
@@ -137,6 +162,11 @@ def check_feed(feed: Mapping[str, Any], inputs: Mapping[str, Tuple[tf.DType, tf.
       raise ValueError(f"input {key!r} must have dtype {dtype.name}, got {value.dtype}")
     if not shape.is_compatible_with(value.shape):
       raise ValueError(f"input {key!r} must have shape {shape} (None: any size), got {value.shape}")
+  for name, desc in (inputs_desc or {}).items():
+    for axis in desc["dynamic_axes"]:
+      key = desc["dims"][axis]["size_key"]
+      if name in feed and key in feed:
+        check_sizes(feed[key], key=key, data=np.asarray(feed[name]), name=name, axis=axis)
 
 
 # --- forwarders -------------------------------------------------------------------------------------
@@ -152,7 +182,7 @@ class Forwarder:
   description: Dict[str, Any]
 
   def __call__(self, feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    check_feed(feed, self._input_specs())
+    check_feed(feed, self._input_specs(), self.description["inputs"])
     return self._run(feed)
 
   def _input_specs(self) -> Mapping[str, Tuple[tf.DType, tf.TensorShape]]:
@@ -227,22 +257,26 @@ def forward_sequences(forwarder: Forwarder, seqs: Sequence[Seq], *, batch_size: 
                       log_every_s: float = 10.0) -> List[Seq]:
   """Runs ``forwarder`` over ``seqs`` in batches of ``batch_size``; returns per-sequence outputs.
 
-  Each returned dict has every output ``<name>`` cut to its true lengths (no batch axis).
+  Each returned dict has every output ``<name>`` cut to its true lengths (no batch axis). Progress is
+  logged at most every ``log_every_s`` seconds (``absl.logging.log_every_n_seconds``), and after the
+  last batch.
   """
-  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+  if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
     raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+  if (isinstance(log_every_s, (bool, np.bool_)) or not isinstance(log_every_s, numbers.Real)
+      or not math.isfinite(log_every_s) or log_every_s <= 0):
+    raise ValueError(f"log_every_s must be a finite number of seconds > 0, got {log_every_s!r}")
   desc = forwarder.description
   results: List[Seq] = []
   n_batches = (len(seqs) + batch_size - 1) // batch_size
-  last_log = time.monotonic()
   for b in range(n_batches):
     batch = seqs[b * batch_size:(b + 1) * batch_size]
     feed = feed_from_padded(pad_sequences(batch, desc["inputs"]), desc["inputs"])
     results.extend(unpad_sequences(forwarder(feed), desc["outputs"]))
-    now = time.monotonic()
-    if now - last_log >= log_every_s or b + 1 == n_batches:
-      logging.info("forward: batch %d/%d, %d/%d sequences", b + 1, n_batches, len(results), len(seqs))
-      last_log = now
+    if b + 1 < n_batches:
+      logging.log_every_n_seconds(logging.INFO, "forward: batch %d/%d, %d/%d sequences", log_every_s, b + 1,
+                                  n_batches, len(results), len(seqs))
+  logging.info("forward: batch %d/%d, %d/%d sequences", n_batches, n_batches, len(results), len(seqs))
   return results
 
 
@@ -252,7 +286,13 @@ _PER_SEQ_KEY = re.compile(r"^seq(\d+)/(.+)$")
 
 
 def read_sequences_npz(path: str, inputs_desc: TensorsDesc) -> List[Seq]:
-  """Input sequences from ``path``: the padded format, or per-sequence keys ``"seq<i>/<name>"``."""
+  """Input sequences from ``path``: the padded format, or per-sequence keys ``"seq<i>/<name>"``.
+
+  Raises ``ValueError`` naming the file and the key for a missing file, unknown layout, or sizes that
+  are not integers, not one per sequence, negative or above the padded length.
+  """
+  if not isinstance(path, str) or not os.path.isfile(path):
+    raise ValueError(f"input file {path!r} does not exist (expected an .npz file)")
   with np.load(path, allow_pickle=False) as data:
     arrays = {k: data[k] for k in data.files}
   per_seq = {k: _PER_SEQ_KEY.match(k) for k in arrays}
@@ -270,6 +310,21 @@ def read_sequences_npz(path: str, inputs_desc: TensorsDesc) -> List[Seq]:
                      f"per-sequence keys 'seq<i>/<name>'") from None
 
 
+def check_output_path(path: Any) -> str:
+  """``path`` if an ``.npz`` can be written there: ``ValueError`` unless it ends with ``.npz`` (``np.savez``
+  would append it) and its directory exists."""
+  if not isinstance(path, str) or not path.endswith(".npz") or path.endswith(os.sep + ".npz") or path == ".npz":
+    raise ValueError(f"output file must be a path ending with '.npz', got {path!r}")
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise ValueError(f"output file {path!r}: directory {directory!r} does not exist")
+  if os.path.isdir(path):
+    raise ValueError(f"output file {path!r} is a directory")
+  return path
+
+
 def write_outputs_npz(path: str, outputs: Sequence[Seq], outputs_desc: TensorsDesc) -> None:
-  """Writes per-sequence outputs in the padded format (``<name>`` ``[N,...]`` + ``<name>:size<axis>``)."""
+  """Writes per-sequence outputs in the padded format (``<name>`` ``[N,...]`` + ``<name>:size<axis>``) to
+  ``path`` (checked by :func:`check_output_path`)."""
+  check_output_path(path)
   np.savez(path, **pad_sequences(outputs, outputs_desc))

@@ -126,11 +126,48 @@ class ExportErrorsTest(parameterized.TestCase):
       f.write("x")
     with self.assertRaisesRegex(ValueError, r"export_dir '.*sm' already exists and is not empty; pass overwrite=True"):
       self._export(tiny_graph)
-    self.assertTrue(os.path.exists(os.path.join(self.export_dir, "old.txt")))
-    self._export(tiny_graph, overwrite=True)
-    self.assertFalse(os.path.exists(os.path.join(self.export_dir, "old.txt")))
-    self.assertTrue(os.path.exists(os.path.join(self.export_dir, "saved_model.pb")))
+    # overwrite replaces only an earlier export: anything else is refused and nothing is deleted
+    with self.assertRaisesRegex(ValueError, r"export_dir '.*sm' is not an earlier returnn_rc export \(unexpected: "
+                                r"\['old.txt', .*nothing was deleted"):
+      self._export(tiny_graph, overwrite=True)
+    self.assertEqual(os.listdir(self.export_dir), ["old.txt"])
     self.assertEqual(sorted(os.listdir(self.tmp)), ["sm"])  # no temporary dir left behind
+
+  def test_overwrite_replaces_an_earlier_export(self):
+    self._export(tiny_graph)  # random weights
+    ckpt = util.make_checkpoint(tiny_graph, self.tmp)
+    desc = self._export(tiny_graph, ckpt, overwrite=True)
+    self.assertEqual(desc["checkpoint"], ckpt)
+    self.assertEqual(export.load_dims(self.export_dir)["checkpoint"], ckpt)
+    loaded = tf.saved_model.load(self.export_dir)
+    by_name = {v.name.split(":")[0]: v.numpy() for v in loaded.variables}
+    np.testing.assert_array_equal(by_name["tiny/w"], tf.train.load_checkpoint(ckpt).get_tensor("tiny/w"))
+    self.assertEqual(sorted(n for n in os.listdir(self.tmp) if not n.startswith("model.ckpt")),
+                     ["checkpoint", "sm"])  # no temporary dir, no moved-aside export left behind
+
+  @parameterized.parameters("notes.txt", os.path.join("variables", "extra.bin"),
+                            os.path.join("assets.extra", "mine.json"))
+  def test_overwrite_refuses_an_export_with_other_files(self, extra):
+    self._export(tiny_graph)
+    with open(os.path.join(self.export_dir, extra), "w", encoding="utf-8") as f:
+      f.write("mine")
+    before = sorted(os.path.relpath(os.path.join(r, n), self.export_dir)
+                    for r, _, files in os.walk(self.export_dir) for n in files)
+    with self.assertRaisesRegex(ValueError, r"is not an earlier returnn_rc export \(unexpected: \[.*"
+                                + re.escape(extra.replace(os.sep, "/")) + r".*nothing was deleted"):
+      self._export(tiny_graph, overwrite=True)
+    after = sorted(os.path.relpath(os.path.join(r, n), self.export_dir)
+                   for r, _, files in os.walk(self.export_dir) for n in files)
+    self.assertEqual(before, after)
+
+  @parameterized.parameters(("epoch", 0, ValueError, r"epoch must be an int in \[1, 2\*\*63\), got 0"),
+                            ("step", -1, ValueError, r"step must be an int in \[0, 2\*\*63\), got -1"),
+                            ("epoch", 1.5, TypeError, r"epoch must be None or an int, got 1.5"),
+                            ("overwrite", "yes", TypeError, r"overwrite must be a bool, got 'yes'"))
+  def test_bad_options(self, option, value, exc, regex):
+    with self.assertRaisesRegex(exc, regex):
+      self._export(tiny_graph, **{option: value})
+    self.assertFalse(os.path.exists(self.export_dir))
 
   def test_empty_export_dir_is_fine(self):
     os.makedirs(self.export_dir)
@@ -197,6 +234,42 @@ class ServingErrorsTest(absltest.TestCase):
     with self.assertRaisesRegex(TypeError, r"missing a required argument: 'data'"):
       fn(**{"data:size1": tf.constant([4, 2])})
 
+  def _serving_fns(self):
+    """``feed dict → outputs`` through the TF2 loader and through the TF1 loader + Session.run."""
+    fn2 = tf.saved_model.load(self.export_dir).signatures["serving_default"]
+    graph = tf.Graph()
+    sess = tf.compat.v1.Session(graph=graph)
+    self.addCleanup(sess.close)
+    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], self.export_dir)
+    sig = meta.signature_def["serving_default"]
+    inputs = {k: graph.get_tensor_by_name(v.name) for k, v in sig.inputs.items()}
+    fetches = {k: graph.get_tensor_by_name(v.name) for k, v in sig.outputs.items()}
+    return {"tf2": lambda feed: fn2(**{k: tf.constant(v) for k, v in feed.items()}),
+            "tf1": lambda feed: sess.run(fetches, {inputs[k]: v for k, v in feed.items()})}
+
+  def test_signature_checks_sizes_at_run_time(self):
+    cases = [([5, 2], r"size input data:size1 must be <= the padded length of input data at axis 1"),
+             ([4, -1], r"size input data:size1 \(dim time\) must be >= 0"),
+             ([4, 2, 1], r"size input data:size1 must have one size per sequence of input data \(its batch "),
+             ([4], r"size input data:size1 must have one size per sequence of input data")]
+    for loader, fn in self._serving_fns().items():
+      out = fn(self.good)  # positive control: good sizes are echoed back
+      np.testing.assert_array_equal(np.asarray(out["logits:size1"]), [4, 2], err_msg=loader)
+      for sizes, regex in cases:
+        with self.subTest(loader=loader, sizes=sizes):
+          with self.assertRaisesRegex(tf.errors.InvalidArgumentError, regex):
+            fn(dict(self.good, **{"data:size1": np.array(sizes, np.int32)}))
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, r"Shape of tensor .* \[1,2\] is not compatible "
+                                r"with expected shape \[\?\]"):
+      self._serving_fns()["tf2"](dict(self.good, **{"data:size1": np.array([[4, 2]], np.int32)}))
+
+  def test_forward_graph_checks_sizes_at_run_time(self):
+    fg = forward_graph.build_forward_graph(tiny_graph)
+    with forward_graph.make_session(fg, None) as sess:
+      self.assertEqual(set(fg.run(sess, self.good)), set(fg.fetches))
+      with self.assertRaisesRegex(tf.errors.InvalidArgumentError, r"size input data:size1 must be <= the padded"):
+        fg.run(sess, dict(self.good, **{"data:size1": np.array([9, 2], np.int32)}))
+
   def test_forwarder_checks(self):
     with forward.SavedModelForwarder(self.export_dir) as fwd:
       self.assertEqual(set(fwd(self.good)), {"logits", "logits:size1", "labels", "labels:size1", "pooled",
@@ -216,6 +289,18 @@ class ServingErrorsTest(absltest.TestCase):
         forward.forward_sequences(fwd, [{"data": np.zeros([3, 2], np.float32)}], batch_size=1)
       with self.assertRaisesRegex(ValueError, r"batch_size must be an int >= 1, got 0"):
         forward.forward_sequences(fwd, seqs, batch_size=0)
+      with self.assertRaisesRegex(ValueError, r"log_every_s must be a finite number of seconds > 0, got 0"):
+        forward.forward_sequences(fwd, seqs, batch_size=1, log_every_s=0)
+
+  def test_forwarder_checks_sizes(self):
+    cases = [([5, 2], r"sizes 'data:size1': sequence 0 has size 5, outside \[0, 4\] \(the padded length of 'data' "
+                      r"at axis 1\)"),
+             ([4, -1], r"sizes 'data:size1': sequence 1 has size -1, outside \[0, 4\]"),
+             ([4, 2, 1], r"sizes 'data:size1' must have shape \[2\] \(one per sequence of 'data'\), got shape \[3\]")]
+    with forward.SavedModelForwarder(self.export_dir) as fwd:
+      for sizes, regex in cases:
+        with self.assertRaisesRegex(ValueError, regex):
+          fwd(dict(self.good, **{"data:size1": np.array(sizes, np.int32)}))
 
 
 if __name__ == "__main__":

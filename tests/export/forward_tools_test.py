@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 from absl.testing import absltest
 import numpy as np
@@ -64,6 +67,40 @@ class PaddingTest(absltest.TestCase):
       forward.read_sequences_npz(bad_path, _desc())
 
 
+  def test_read_npz_checks_sizes(self):
+    tmp = self.create_tempdir().full_path
+    seqs = [{"data": np.ones([3, 2], np.float32), "ids": np.array([4, 5, 6], np.int32)},
+            {"data": np.ones([1, 2], np.float32), "ids": np.array([7], np.int32)}]
+    good = forward.pad_sequences(seqs, _desc())
+    cases = [
+        ("above the padded length", {"ids:size1": np.array([4, 1], np.int32)},
+         r"sizes 'ids:size1': sequence 0 has size 4, outside \[0, 3\] \(the padded length of 'ids' at axis 1\)"),
+        ("negative", {"data:size1": np.array([3, -2], np.int32)}, r"sizes 'data:size1': sequence 1 has size -2"),
+        ("float", {"data:size1": np.array([3.0, 1.0])}, r"sizes 'data:size1' must be integers, got dtype float64"),
+        ("wrong count", {"data:size1": np.array([3], np.int32)},
+         r"sizes 'data:size1' must have shape \[2\] \(one per sequence of 'data'\), got shape \[1\]"),
+    ]
+    path = os.path.join(tmp, "good.npz")
+    np.savez(path, **good)
+    self.assertLen(forward.read_sequences_npz(path, _desc()), 2)  # positive control
+    for what, change, regex in cases:
+      with self.subTest(what):
+        path = os.path.join(tmp, f"{what.replace(' ', '_')}.npz")
+        np.savez(path, **dict(good, **change))
+        with self.assertRaisesRegex(ValueError, re.escape(path) + r"': " + regex):
+          forward.read_sequences_npz(path, _desc())
+    with self.assertRaisesRegex(ValueError, r"input file '.*nope.npz' does not exist"):
+      forward.read_sequences_npz(os.path.join(tmp, "nope.npz"), _desc())
+
+  def test_output_path_checked(self):
+    tmp = self.create_tempdir().full_path
+    for bad, regex in [(os.path.join(tmp, "out"), r"must be a path ending with '.npz', got"),
+                       (os.path.join(tmp, "no_dir", "out.npz"), r"directory '.*no_dir' does not exist")]:
+      with self.assertRaisesRegex(ValueError, regex):
+        forward.write_outputs_npz(bad, [], _desc())
+    self.assertEqual(os.listdir(tmp), [])
+
+
 class ToolsTest(absltest.TestCase):
 
   def test_export_then_forward_saved_model(self):
@@ -120,6 +157,48 @@ class ToolsTest(absltest.TestCase):
     for g, e in zip(got, expected):
       for key in e:
         np.testing.assert_array_equal(g[key], e[key])
+
+  def _run_tool(self, tool, *args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=util.REPO_ROOT)
+    proc = subprocess.run([sys.executable, os.path.join(util.REPO_ROOT, "tools", tool), *args], cwd=cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
+    return proc.returncode, proc.stdout
+
+  def test_export_tool_replaces_only_an_earlier_export(self):
+    tmp = self.create_tempdir().full_path
+    for name in ("notes.txt", "model.py"):
+      with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+        f.write("mine")
+    os.makedirs(os.path.join(tmp, "sm"))
+    with open(os.path.join(tmp, "sm", "keep.txt"), "w", encoding="utf-8") as f:
+      f.write("mine")
+    graph = os.path.join(util.REPO_ROOT, _TINY)
+    for export_dir, regex in ((".", r"export_dir '.' is the current directory or one above it"),
+                              ("sm", r"export_dir 'sm' is not an earlier returnn_rc export \(unexpected: "
+                                     r"\['keep.txt'.*nothing was deleted")):
+      code, log = self._run_tool("export.py", f"--graph={graph}", "--fresh_init", f"--export_dir={export_dir}",
+                                 "--overwrite", cwd=tmp)
+      self.assertNotEqual(code, 0)
+      self.assertRegex(log, regex)
+    self.assertEqual(sorted(os.listdir(tmp)), ["model.py", "notes.txt", "sm"])
+    self.assertEqual(os.listdir(os.path.join(tmp, "sm")), ["keep.txt"])
+
+  def test_forward_tool_checks_input_sizes(self):
+    tmp = self.create_tempdir().full_path
+    export_dir = os.path.join(tmp, "sm")
+    export.export_saved_model(tiny_graph, checkpoint_path=None, export_dir=export_dir)
+    in_path, out_path = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+    np.savez(in_path, **{"data": np.zeros([2, 4, 3], np.float32), "data:size1": np.array([5, 2], np.int32)})
+    code, log = self._run_tool("forward.py", f"--saved_model={export_dir}", f"--input={in_path}",
+                               f"--output={out_path}", cwd=tmp)
+    self.assertNotEqual(code, 0)
+    self.assertIn("sizes 'data:size1': sequence 0 has size 5, outside [0, 4] (the padded length of 'data' at axis 1)",
+                  log)
+    code, log = self._run_tool("forward.py", f"--saved_model={export_dir}", f"--input={in_path}",
+                               f"--output={os.path.join(tmp, 'out')}", cwd=tmp)
+    self.assertNotEqual(code, 0)
+    self.assertIn("output file must be a path ending with '.npz'", log)
+    self.assertEqual(sorted(os.listdir(tmp)), ["in.npz", "sm"])
 
   def test_forward_usage_errors(self):
     code, log = util.run_python(["tools/forward.py", "--output=/dev/null"])
