@@ -74,7 +74,8 @@ def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str) -> Tensor:
 
   With ``use_flatten_frames`` the first dynamic dim is packed away with the
   ``FlattenWithSeqLenMask`` op (``[B,T,...]`` → ``[sum(seq_lens),...]``); other dynamic dims (and all
-  of them without ``use_flatten_frames``) are excluded by ``tf.where`` selection.
+  of them without ``use_flatten_frames``) are excluded by ``tf.where`` selection. A ``[B,T,...]`` loss
+  with one dynamic dim gets its row-wise producers rebuilt on packed frames (:mod:`returnn_rc.packing`).
   """
   raw = loss.get_raw()
   dtype = _reduce_dtype(loss.dtype)
@@ -82,6 +83,11 @@ def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str) -> Tensor:
   with tf.name_scope(f"loss_{_scope_name(name)}/summed"):
     if not dynamic:
       return _scalar(tf.reduce_sum(tf.cast(raw, dtype)), f"{name}:summed")
+    if use_flatten_frames and len(dynamic) == 1:
+      from returnn_rc import packing  # pylint: disable=import-outside-toplevel
+      packed = packing.pack_frames_upstream(loss)  # the loss's row-wise producers on packed frames
+      if packed is not None:
+        return _scalar(tf.reduce_sum(tf.cast(packed, dtype)), f"{name}:summed")
     masked_dims = dynamic[1:] if use_flatten_frames else dynamic
     if masked_dims:
       mask = None
@@ -115,6 +121,11 @@ def inv_norm_factor(loss: Tensor, *, custom_inv_norm_factor: Optional[Tensor], n
         sizes = tf.cast(d.get_dyn_size(), dtype)
         per_seq = sizes if per_seq is None else per_seq * sizes
       count = tf.reduce_sum(per_seq)
+    elif any(getattr(d, "is_packed_dim", False) for d in loss.dims):  # rc.pack: N frames per packed dim
+      count = tf.constant(1, dtype)
+      for d in loss.dims:
+        if getattr(d, "is_packed_dim", False):
+          count = count * d.get_num_frames(dtype)
     elif loss.have_batch_axis():
       count = tf.cast(tf.shape(raw)[loss.get_axis_from_dim(batch_dim)], dtype)
     else:
