@@ -8,7 +8,8 @@
 #   3. links _flatten_ops.so against libtensorflow_framework alone (it exports TF's CUDA runtime stub),
 #   4. compiles and links the XLA library (cc/flatten_with_seq_len_mask_xla.cc; its lowering is
 #      device-independent, built here with -DGOOGLE_CUDA=1 against the CUDA TF),
-#   5. tries tf.load_op_library on both in that environment and prints the registered kernels.
+#   5. tries tf.load_op_library on both in that environment and prints the registered kernels,
+#   6. runs the CUDA build's CPU kernels against numpy (the GPU kernels need a GPU: tools/cuda_harness).
 # Every step is run even if an earlier one fails; a summary is printed at the end and the full log is
 # written to DIR/check_gpu_build.log.
 #
@@ -126,8 +127,31 @@ EOF
 # The XLA library registers kernels for the ops of _flatten_ops.so: load that first (as returnn_rc's loader does).
 [[ -f $build/_flatten_ops.so && -f $build/_flatten_xla.so ]] && step load_xla load "$build/_flatten_ops.so" "$build/_flatten_xla.so"
 
+run_cpu() {  # the CUDA build's kernels on CPU (no GPU here): flatten/unflatten vs numpy, and the gradient
+  "$py" - "$build/_flatten_ops.so" <<'EOF'
+import sys
+import numpy as np
+import tensorflow as tf
+lib = tf.load_op_library(sys.argv[1])
+x = np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)
+lens = np.array([4, 0, 2], np.int32)
+valid = (np.arange(4)[None, :] < lens[:, None])[:, :, None]
+want = np.concatenate([x[b, :l] for b, l in enumerate(lens)])
+xt = tf.constant(x)
+with tf.device("/CPU:0"):
+  with tf.GradientTape() as tape:
+    tape.watch(xt)
+    y = lib.flatten_with_seq_len_mask(xt, lens, batch_axis=0, time_axis=1, time_major=False)
+  back = lib.unflatten_with_seq_len_mask(y, lens, 4, batch_axis=0, time_axis=1, time_major=False).numpy()
+np.testing.assert_array_equal(y.numpy(), want)
+np.testing.assert_array_equal(back, np.where(valid, x, 0))
+print("CPU kernels of the CUDA build: flatten and unflatten match numpy")
+EOF
+}
+[[ -f $build/_flatten_ops.so ]] && step run_cpu run_cpu
+
 echo
 echo "summary (full log: $log)"
-for k in venv install tf_info nvcc_cu cxx_ops cxx_kernels cuda_symbols link_ops cxx_xla link_xla load_ops load_xla; do
+for k in venv install tf_info nvcc_cu cxx_ops cxx_kernels cuda_symbols link_ops cxx_xla link_xla load_ops load_xla run_cpu; do
   [[ -n ${result[$k]:-} ]] && printf '  %-12s %s\n' "$k" "${result[$k]}"
 done

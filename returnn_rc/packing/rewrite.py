@@ -9,7 +9,8 @@ the row-wise ops that produced ``root`` never see a padded frame:
    is unknown (conv, RNN, slicing or padding on time, placeholders, ops inside while/cond bodies, ...).
 2. *Cut*: a tensor of the chain that is needed unpacked anyway (another consumer that is not part of
    a loss's chain, an input of the frontier, a reused weight, ...) becomes frontier too, so nothing is
-   computed twice. Repeated until stable.
+   computed twice; so does an elementwise op whose inputs would all be packed separately (packing
+   its one output is cheaper). Repeated until stable.
 3. *Build*: frontier tensors are packed with ``FlattenWithSeqLenMask`` (targets and labels alike),
    broadcast operands with a frame axis of size 1 are gathered frame by frame, the chain's ops are
    rebuilt on the packed tensors (new ops; nothing existing is changed: every other consumer keeps
@@ -240,6 +241,7 @@ def _make_plan(root: tf.Tensor, seq_lens: tf.Tensor, excluded_sinks: Set[str], s
         needed.extend(n.tensor.op.control_inputs)
     live = _live_ops(root.graph, excluded_sinks, needed)
     bad = {n.tensor.name for n in region if n.tensor.op.name in live}
+    bad |= _not_worth_it(planner, region)
     anchor = _anchor(order)
     if anchor is None:  # nothing to read T from: re-created random ops cannot be built
       bad |= {n.tensor.name for n in region if n.kind == RECREATE}
@@ -247,6 +249,20 @@ def _make_plan(root: tf.Tensor, seq_lens: tf.Tensor, excluded_sinks: Set[str], s
       return _Plan(planner, order, anchor)
     forced |= bad
   return None
+
+
+def _not_worth_it(planner: _Planner, region: List[_Node]) -> Set[str]:
+  """Elementwise ops whose inputs would all be packed separately (two or more frontier tensors or
+  broadcast operands, e.g. ``where(sequence_mask, ids, 0)``): packing their output is cheaper."""
+  out = set()
+  for n in region:
+    if n.kind != CLONE or n.tensor.op.type not in rules.CHEAP:
+      continue
+    kids = [planner.nodes[n.tensor.op.inputs[i].name].kind for i in _packed_inputs(n.spec)]
+    leaves = kids.count(_FRONTIER) + sum(o.kind == BCAST for o in n.spec.operands)
+    if leaves >= 2 and all(k == _FRONTIER for k in kids):
+      out.add(n.tensor.name)
+  return out
 
 
 def _anchor(order: List[_Node]) -> Optional[Tuple[tf.Tensor, int, str]]:

@@ -21,6 +21,7 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from returnn_rc.packing import shape_expr
@@ -231,15 +232,16 @@ def _matmul(op, out_index, layout, ev):
 
 
 def _batch_matmul(op, out_index, layout, ev):
-  """BatchMatMul(V2/V3): x [B,T,...,F] @ y, where y's batch dims do not reach the frame axes."""
+  """BatchMatMul(V2/V3): x ``[B,T,...,F]`` @ y, row-wise when the frame axes of x are its batch / row axes
+  (not its contracted last axis, adj_x False) and y's batch dims do not reach them (e.g. y ``[F,V]``)."""
   del out_index, ev
-  adj_x = op.get_attr("adj_x")
   x_rank = check_layout(op.inputs[0], layout)
   y_rank = rank_of(op.inputs[1])
   nf = num_frame_axes(layout)
-  if adj_x or x_rank - 2 < nf:
-    raise NotRowWise("BatchMatMul whose first operand has no frame axes in front of its matrix axes")
-  if not (y_rank == 2 or y_rank - 2 <= x_rank - 2 - nf):
+  if op.get_attr("adj_x") or x_rank < nf + 1:
+    raise NotRowWise("BatchMatMul that contracts a frame axis of its first operand")
+  frame_batch_axes = min(nf, x_rank - 2)  # frame axes among x's batch dims (the others: x's row axis)
+  if not (y_rank == 2 or x_rank - y_rank >= frame_batch_axes):
     raise NotRowWise("BatchMatMul whose second operand has frame axes")
   return Spec(CLONE, [Operand(PACK, layout=layout), Operand(REUSE)])
 
@@ -385,12 +387,15 @@ def _reshape(op, out_index, layout, ev):
     if _trailing_dims_equal(ev, x, None, out, sym):
       return Spec(IDENTITY, [Operand(PACK, layout=FRAME), Operand(REUSE)], identity_input=0)
     raise NotRowWise("reshape to rows that also changes the feature dims")
+  # Reshape of the feature dims only: the target keeps the frame dims (read from the shape of a tensor
+  # on the same frames, e.g. reshape(y, tf.shape(result)) in reduce_logsumexp) and the static features
+  # hold the same number of elements.
   nf = num_frame_axes(layout)
   if x_rank >= nf and sym is not None and len(sym) == out_rank:
-    keeps_frames = all(sym[i] == _entry(x, i, None) or sym[i] == shape_expr.DimOf(x.name, i)
-                       for i in range(nf))
-    rest = sym[nf:]
-    if keeps_frames and all(isinstance(e, int) and e >= 0 for e in rest):
+    keeps_frames = all(isinstance(sym[i], shape_expr.DimOf) and sym[i].axis == i for i in range(nf))
+    rest, x_rest = sym[nf:], x.shape.as_list()[nf:]
+    if (keeps_frames and all(isinstance(e, int) and e >= 0 for e in rest) and None not in x_rest
+        and int(np.prod(rest, dtype=np.int64)) == int(np.prod(x_rest, dtype=np.int64))):
       return Spec(CLONE, [Operand(PACK, layout=layout), Operand(REUSE)], const_inputs={1: [-1] + list(rest)})
   raise NotRowWise("reshape that is neither [B,T,F]<->[B*T,F] nor on static feature dims only")
 
@@ -416,6 +421,10 @@ def _random(op, out_index, layout, ev):
   return Spec(RECREATE, [Operand(REUSE)] * len(op.inputs), shape_rest=tuple(rest))
 
 
+#: Elementwise op types: rebuilding one costs about what packing its output costs.
+CHEAP: set = set()
+
+
 def _rules() -> Dict[str, Rule]:
   table: Dict[str, Rule] = {}
   unary = (
@@ -427,6 +436,7 @@ def _rules() -> Dict[str, Rule]:
       "Add AddV2 Atan2 Div DivNoNan Equal FloorDiv FloorMod Greater GreaterEqual Less LessEqual LogicalAnd "
       "LogicalOr Maximum Minimum Mul MulNoNan NotEqual Pow RealDiv SquaredDifference Sub TruncateDiv TruncateMod "
       "Xdivy Xlog1py Xlogy SelectV2 ClipByValue").split()
+  CHEAP.update(unary + binary + ["AddN", "Select"])
   for name in unary:
     table[name] = _unary
   for name in binary:

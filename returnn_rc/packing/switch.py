@@ -1,6 +1,6 @@
 """The switch of the upstream packing rewrite: on, off, or automatic per backend.
 
-Precedence: the innermost :func:`enabled` context, else the environment variable
+Precedence: the innermost :func:`enabled` context (True / False), else the environment variable
 ``RETURNN_RC_PACKING`` (``1``/``on``, ``0``/``off``, ``auto``; read when a loss is reduced), else
 automatic. Automatic means: on, except for a loss built inside an XLA context (``jit_scope``, XLA
 control flow), where the rewrite is skipped (measured slower there, see ``tools/BENCHMARKS.md``,
@@ -21,8 +21,7 @@ ENV_VAR = "RETURNN_RC_PACKING"
 #: Whether the automatic setting rewrites losses built inside an XLA context.
 XLA_DEFAULT = False
 
-_UNSET = object()
-_override: contextvars.ContextVar = contextvars.ContextVar("returnn_rc_packing_enabled", default=_UNSET)
+_override: contextvars.ContextVar = contextvars.ContextVar("returnn_rc_packing_enabled", default=None)
 
 _ENV_VALUES = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False, "auto": None, "": None}
 
@@ -30,7 +29,7 @@ _ENV_VALUES = {"1": True, "on": True, "true": True, "0": False, "off": False, "f
 def setting() -> Optional[bool]:
   """True / False if switched on / off (context, else environment), None for automatic."""
   value = _override.get()
-  if value is not _UNSET:
+  if value is not None:
     return value
   raw = os.environ.get(ENV_VAR, "auto").strip().lower()
   if raw not in _ENV_VALUES:
@@ -40,7 +39,8 @@ def setting() -> Optional[bool]:
 
 @contextlib.contextmanager
 def enabled(flag: Optional[bool] = True) -> Iterator[None]:
-  """Switches the rewrite on (True), off (False) or to automatic (None) for losses reduced inside.
+  """Switches the rewrite on (True) or off (False) for losses reduced inside; None: back to the default
+  (the environment variable, else automatic).
 
   Example::
 
