@@ -393,3 +393,69 @@ class GoldensPackedTest(parameterized.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+class ExplicitPackTest(tf.test.TestCase):
+  """``rc.pack`` / ``rc.unpack`` and a loss on the packed dim."""
+
+  def _graph(self, order="BTF"):
+    x = tf.compat.v1.placeholder(tf.float32, [None, None, F])
+    lens = tf.compat.v1.placeholder(tf.int32, [None])
+    time_dim, feat = rc.Dim(lens, name="time"), rc.Dim(F, name="feat")
+    raw = tf.matmul(x, WEIGHTS["w2"])  # [B,T,F]
+    dims = [rc.batch_dim, time_dim, feat]
+    if order == "TBF":
+      raw, dims = tf.transpose(raw, [1, 0, 2]), [time_dim, rc.batch_dim, feat]
+    return x, lens, rc.Tensor("h", dims, "float32", raw_tensor=raw, feature_dim=feat), time_dim, feat
+
+  def test_pack_mark_as_loss_unpack(self):
+    valid = np.arange(X.shape[1])[None, :] < LENS[:, None]
+    h_np = X @ WEIGHTS["w2"]
+    for order in ("BTF", "TBF"):
+      graph = tf.Graph()
+      with graph.as_default():
+        x, lens, h, time_dim, feat = self._graph(order)
+        packed = rc.pack(h)
+        self.assertIsInstance(packed.dims[0], rc.packing.PackedDim)
+        self.assertIs(packed.dims[1], feat)
+        self.assertIs(packed.feature_dim, feat)
+        self.assertFalse(packed.dims[0].is_dynamic())
+        flattens = [op.type for op in graph.get_operations()].count("FlattenWithSeqLenMask")
+        ctx = rc.init_train_step_run_ctx(train_flag=True)
+        try:
+          ctx.mark_as_loss(packed, "packed_loss")
+          loss = ctx.losses["packed_loss"]
+          summed, inv = loss.get_summed_loss().get_raw(), loss.get_inv_norm_factor().get_raw()
+        finally:
+          rc.reset_run_ctx()
+        self.assertEqual([op.type for op in graph.get_operations()].count("FlattenWithSeqLenMask"), flattens)
+        unpacked = rc.unpack(packed)
+        self.assertEqual(unpacked.dims, (rc.batch_dim, time_dim, feat))
+        rewritten = rc.packing.report(packed.dims[0]._source).rewritten  # pylint: disable=protected-access
+        with tf.compat.v1.Session() as sess:
+          got = sess.run({"p": packed.raw_tensor, "s": summed, "n": inv, "u": unpacked.raw_tensor},
+                         {x: X, lens: LENS})
+      np.testing.assert_allclose(got["p"], h_np[valid], rtol=1e-5, err_msg=order)
+      np.testing.assert_allclose(got["s"], h_np[valid].sum(), rtol=1e-5, err_msg=order)
+      self.assertEqual(got["n"], LENS.sum() * F)
+      np.testing.assert_allclose(got["u"], np.where(valid[:, :, None], h_np, 0), rtol=1e-5, err_msg=order)
+      self.assertEqual(rewritten, order == "BTF")  # the matmul ran on packed frames (TBF: a transpose first)
+
+  def test_bad_input(self):
+    with tf.Graph().as_default():
+      x, _, h, time_dim, _ = self._graph()
+      with self.assertRaisesRegex(TypeError, "rc.pack: expected an rc.Tensor"):
+        rc.pack(x)
+      with self.assertRaisesRegex(ValueError, "has no batch dim"):
+        rc.pack(rc.Tensor("n", [time_dim], "float32", raw_tensor=x[0, :, 0]))
+      other = rc.Dim(tf.constant([1, 1]), name="other")
+      two = rc.Tensor("two", [rc.batch_dim, time_dim, other], "float32", raw_tensor=x[:, :, :2])
+      with self.assertRaisesRegex(ValueError, "2 dynamic dims; pass dim="):
+        rc.pack(two)
+      with self.assertRaisesRegex(ValueError, "only one can be packed"):
+        rc.pack(two, time_dim)
+      with self.assertRaisesRegex(ValueError, "exactly one packed dim"):
+        rc.unpack(h)
+      packed = rc.pack(h)
+      with self.assertRaisesRegex(ValueError, "is a packed dim; it has no per-sequence sizes"):
+        packed.dims[0].dyn_size = tf.constant([1])

@@ -125,7 +125,7 @@ def _pack_dtype(dtype: tf.DType) -> Optional[tf.DType]:
 
 class _Planner:
 
-  def __init__(self, st: _Store, seq_lens: tf.Tensor, forced: Set[str], ev: shape_expr.Evaluator):
+  def __init__(self, st: _Store, seq_lens: tf.Tensor, forced: Dict[str, str], ev: shape_expr.Evaluator):
     self.store, self.seq_lens, self.forced, self.ev = st, seq_lens, forced, ev
     self.nodes: Dict[str, _Node] = {}
 
@@ -152,7 +152,7 @@ class _Planner:
     except rules.NotRowWise as exc:
       return _Node(t, layout, _FAIL, reason=str(exc))
     if t.name in self.forced:
-      return self._frontier(t, layout, "needed unpacked elsewhere")
+      return self._frontier(t, layout, self.forced[t.name])
     try:
       spec = rules.spec_for(t.op, t.value_index, layout, self.ev)
     except rules.NotRowWise as exc:
@@ -225,7 +225,7 @@ class _Plan:
 def _make_plan(root: tf.Tensor, seq_lens: tf.Tensor, excluded_sinks: Set[str], st: _Store) -> Optional[_Plan]:
   """Plans the rewrite (plan + cut until stable); None if it cannot be planned."""
   ev = shape_expr.Evaluator()
-  forced: Set[str] = set()
+  forced: Dict[str, str] = {}
   for _ in range(1000):
     planner = _Planner(st, seq_lens, forced, ev)
     try:
@@ -240,14 +240,15 @@ def _make_plan(root: tf.Tensor, seq_lens: tf.Tensor, excluded_sinks: Set[str], s
       if n.kind != IDENTITY:
         needed.extend(n.tensor.op.control_inputs)
     live = _live_ops(root.graph, excluded_sinks, needed)
-    bad = {n.tensor.name for n in region if n.tensor.op.name in live}
-    bad |= _not_worth_it(planner, region)
+    bad = {n.tensor.name: "needed unpacked elsewhere" for n in region if n.tensor.op.name in live}
+    bad.update(dict.fromkeys(_not_worth_it(planner, region), "elementwise op of inputs packed separately: "
+                             "packing its output is cheaper"))
     anchor = _anchor(order)
     if anchor is None:  # nothing to read T from: re-created random ops cannot be built
-      bad |= {n.tensor.name for n in region if n.kind == RECREATE}
+      bad.update({n.tensor.name: "no tensor to read T from" for n in region if n.kind == RECREATE})
     if not bad:
       return _Plan(planner, order, anchor)
-    forced |= bad
+    forced.update(bad)
   return None
 
 
