@@ -9,8 +9,8 @@ the row-wise ops that produced ``root`` never see a padded frame:
    is unknown (conv, RNN, slicing or padding on time, placeholders, ops inside while/cond bodies, ...).
 2. *Cut*: a tensor of the chain that is needed unpacked anyway (another consumer that is not part of
    a loss's chain, an input of the frontier, a reused weight, ...) becomes frontier too, so nothing is
-   computed twice; so does an elementwise op whose inputs would all be packed separately (packing
-   its one output is cheaper). Repeated until stable.
+   computed twice; so does an elementwise or data-movement op whose inputs would all be packed
+   separately (packing its one output is cheaper). Repeated until stable.
 3. *Build*: frontier tensors are packed with ``FlattenWithSeqLenMask`` (targets and labels alike),
    broadcast operands with a frame axis of size 1 are gathered frame by frame, the chain's ops are
    rebuilt on the packed tensors (new ops; nothing existing is changed: every other consumer keeps
@@ -253,8 +253,9 @@ def _make_plan(root: tf.Tensor, seq_lens: tf.Tensor, excluded_sinks: Set[str], s
 
 
 def _not_worth_it(planner: _Planner, region: List[_Node]) -> Set[str]:
-  """Elementwise ops whose inputs would all be packed separately (two or more frontier tensors or
-  broadcast operands, e.g. ``where(sequence_mask, ids, 0)``): packing their output is cheaper."""
+  """Elementwise / data-movement ops whose inputs would all be packed separately (two or more frontier
+  tensors or broadcast operands, e.g. ``where(sequence_mask, ids, 0)`` or the concat of conv taps):
+  packing their one output is cheaper (fewer copies forward and backward)."""
   out = set()
   for n in region:
     if n.kind != CLONE or n.tensor.op.type not in rules.CHEAP:

@@ -421,8 +421,8 @@ def _random(op, out_index, layout, ev):
   return Spec(RECREATE, [Operand(REUSE)] * len(op.inputs), shape_rest=tuple(rest))
 
 
-#: Elementwise op types: rebuilding one costs about what packing its output costs.
-CHEAP: set = set()
+#: Elementwise and data-movement op types: rebuilding one costs about what packing its output costs.
+CHEAP: set = {"ConcatV2", "Transpose", "ExpandDims", "Squeeze", "Identity"}
 
 
 def _rules() -> Dict[str, Rule]:
