@@ -67,6 +67,10 @@ CASES = {
     "argmax_not_equal_cast": (lambda x, l, w: tf.cast(tf.not_equal(tf.argmax(
         _logits(x, w), -1, output_type=tf.int32), l), tf.float32) + tf.reduce_sum(_logits(x, w), -1),
                               {"ArgMax", "NotEqual", "Cast"}, True),
+    "sparse_ce_v1": (lambda x, l, w: tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=l, logits=_logits(x, w)), {"MatMul", "SparseSoftmaxCrossEntropyWithLogits"}, True),
+    "embedding_lookup_variable": (lambda x, l, w: tf.reduce_sum(tf.nn.embedding_lookup(
+        tf.compat.v1.get_variable("emb_var", initializer=WEIGHTS["emb"]), l) * x, -1), {"ResourceGather"}, True),
     "embedding_lookup": (lambda x, l, w: tf.reduce_sum(tf.tanh(tf.nn.embedding_lookup(w["emb"], l) + x) ** 2, -1),
                          {"GatherV2", "Tanh"}, True),
     "concat_transpose_expand_squeeze": (lambda x, l, w: tf.reduce_logsumexp(tf.squeeze(tf.transpose(
@@ -119,9 +123,13 @@ def run(loss_fn, *, pack, x=X, labels=LABELS, lens=LENS, train=True, extra=None,
         extra_fetches = extra(graph) if extra else {}
       finally:
         rc.reset_run_ctx()
-    grads = tf.gradients(summed, [x_ph] + list(w.values()))
-    grads = {k: tf.convert_to_tensor(g) for k, g in zip(["x"] + list(w), grads) if g is not None}
+    variables = tf.compat.v1.global_variables()
+    grads = tf.gradients(summed, [x_ph] + list(w.values()) + variables)
+    grads = {k: tf.convert_to_tensor(g) for k, g in zip(["x"] + list(w) + [v.op.name for v in variables], grads)
+             if g is not None}
+    init = tf.compat.v1.global_variables_initializer()
   with tf.compat.v1.Session(graph=graph) as sess:
+    sess.run(init)
     out = sess.run({"summed": summed, "inv": inv, "grads": grads, "extra": extra_fetches},
                    {x_ph: x, l_ph: labels, lens_ph: lens})
   out["report"], out["packed_ops"] = rep, listed
