@@ -145,7 +145,7 @@ class PackingTest(tf.test.TestCase, parameterized.TestCase):
     np.testing.assert_allclose(got["inv"], want["inv"], rtol=1e-6, err_msg=what)
     self.assertEqual(set(got["grads"]), set(want["grads"]))
     for k, g in want["grads"].items():
-      np.testing.assert_allclose(got["grads"][k], g, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(g).max()),
+      np.testing.assert_allclose(got["grads"][k], g, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(g).max(initial=0.0)),
                                  err_msg=f"{what}: gradient w.r.t. {k}")
 
   @parameterized.named_parameters(*[(name, name) for name in CASES])
@@ -164,6 +164,14 @@ class PackingTest(tf.test.TestCase, parameterized.TestCase):
       dirty = run(fn, pack=True, x=_dirty(X))
       self.assert_same(dirty, want, f"{name} with NaN/Inf padding")
       self.assertTrue(np.isfinite(dirty["grads"]["x"]).all())
+
+  def test_empty_batch_and_all_empty_sequences(self):
+    for x, labels, lens in ((X[:0], LABELS[:0], LENS[:0]), (X, LABELS, np.zeros_like(LENS))):
+      got, want = run(_sparse_ce, pack=True, x=x, labels=labels, lens=lens), run(
+          _sparse_ce, pack=False, x=x, labels=labels, lens=lens)
+      self.assert_same(got, want)
+      self.assertEqual(float(got["summed"]), 0.0)
+      self.assertTrue(got["report"].rewritten)
 
   def test_projection_runs_on_packed_rows(self):
     """The positive control: the projection's MatMul gets N = sum(lens) rows, not B*T."""
@@ -439,7 +447,7 @@ class ExplicitPackTest(tf.test.TestCase):
         self.assertEqual([op.type for op in graph.get_operations()].count("FlattenWithSeqLenMask"), flattens)
         unpacked = rc.unpack(packed)
         self.assertEqual(unpacked.dims, (rc.batch_dim, time_dim, feat))
-        rewritten = rc.packing.report(packed.dims[0]._source).rewritten  # pylint: disable=protected-access
+        rewritten = rc.packing.report(packed.dims[0].source).rewritten
         with tf.compat.v1.Session() as sess:
           got = sess.run({"p": packed.raw_tensor, "s": summed, "n": inv, "u": unpacked.raw_tensor},
                          {x: X, lens: LENS})

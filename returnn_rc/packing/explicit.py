@@ -31,6 +31,11 @@ class PackedDim(Dim):
   def is_dynamic(self) -> bool:
     return False
 
+  @property
+  def source(self) -> Optional[tf.Tensor]:
+    """The padded ``[B,T,...]`` raw tensor this was packed from (``rc.packing.report(dim.source)``)."""
+    return self._source
+
   def _check_can_have_sizes(self):
     raise ValueError(f"{self!r} is a packed dim; it has no per-sequence sizes")
 

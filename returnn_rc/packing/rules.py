@@ -339,14 +339,13 @@ def _one_hot(op, out_index, layout, ev):
               attrs={"axis": -1 if axis == -1 else new})
 
 
-def _trailing_dims_equal(ev: shape_expr.Evaluator, big: tf.Tensor, big_shape: Optional[Sequence], small: tf.Tensor,
+def _trailing_dims_equal(big: tf.Tensor, big_shape: Optional[Sequence], small: tf.Tensor,
                          small_shape: Optional[Sequence]) -> bool:
   """Whether ``big``'s dims from axis 2 equal ``small``'s dims from axis 1 (statically or symbolically).
 
   ``big_shape`` / ``small_shape``: symbolic entries of the tensors' shapes where known (a Reshape's
   shape operand), else None.
   """
-  del ev
   b_rank, s_rank = rank_of(big), rank_of(small)
   if b_rank != s_rank + 1:
     return False
@@ -379,12 +378,12 @@ def _reshape(op, out_index, layout, ev):
   sym = ev.vector(op.inputs[1])
   if layout == FRAME and x_rank == out_rank - 1 and x_rank >= 1:
     # Reshape back [B*T, F...] -> [B,T,F...]: the output is on the frames, so the input rows are b-major.
-    if _trailing_dims_equal(ev, out, sym, x, None):
+    if _trailing_dims_equal(out, sym, x, None):
       return Spec(IDENTITY, [Operand(PACK, layout=ROWS), Operand(REUSE)], identity_input=0)
     raise NotRowWise("reshape to [B,T,...] that also changes the feature dims")
   if layout == ROWS and x_rank == out_rank + 1:
     # Reshape [B,T,F...] -> [B*T, F...] (batch-major rows).
-    if _trailing_dims_equal(ev, x, None, out, sym):
+    if _trailing_dims_equal(x, None, out, sym):
       return Spec(IDENTITY, [Operand(PACK, layout=FRAME), Operand(REUSE)], identity_input=0)
     raise NotRowWise("reshape to rows that also changes the feature dims")
   # Reshape of the feature dims only: the target keeps the frame dims (read from the shape of a tensor

@@ -15,7 +15,7 @@ import tensorflow as tf
 import returnn_rc as rc
 from returnn_rc import nn as rc_nn
 
-NUM_CASES = 40
+NUM_CASES = 30
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True)
 F = 4
 
