@@ -53,35 +53,35 @@ def _smooth(labels):
 # name -> (loss fn(x, labels, w) -> [B,T], op types that must be rebuilt, NaN padding allowed)
 CASES = {
     "reshape_matmul_sparse_ce": (_sparse_ce, {"MatMul", "SparseSoftmaxCrossEntropyWithLogits"}, True),
-    "tensordot_bias_add": (lambda x, l, w: tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=l, logits=tf.nn.bias_add(tf.tensordot(x, w["w"], [[2], [0]]), w["b"])), {"MatMul", "BiasAdd"}, True),
-    "einsum_log_softmax_one_hot": (lambda x, l, w: -tf.reduce_sum(
-        tf.one_hot(l, V) * tf.nn.log_softmax(tf.einsum("btf,fv->btv", x, w["w"])), -1),
+    "tensordot_bias_add": (lambda x, y, w: tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=y, logits=tf.nn.bias_add(tf.tensordot(x, w["w"], [[2], [0]]), w["b"])), {"MatMul", "BiasAdd"}, True),
+    "einsum_log_softmax_one_hot": (lambda x, y, w: -tf.reduce_sum(
+        tf.one_hot(y, V) * tf.nn.log_softmax(tf.einsum("btf,fv->btv", x, w["w"])), -1),
                                    {"Einsum", "LogSoftmax", "OneHot", "Sum"}, True),
-    "batch_matmul_softmax": (lambda x, l, w: tf.reduce_sum(tf.nn.softmax(tf.matmul(x, w["w"])) ** 2, -1),
+    "batch_matmul_softmax": (lambda x, y, w: tf.reduce_sum(tf.nn.softmax(tf.matmul(x, w["w"])) ** 2, -1),
                              {"BatchMatMulV2", "Softmax"}, True),
-    "dense_ce_v2": (lambda x, l, w: tf.nn.softmax_cross_entropy_with_logits(
-        labels=_smooth(l), logits=tf.matmul(x, w["w"])), {"SoftmaxCrossEntropyWithLogits"}, True),
-    "dense_ce_v1": (lambda x, l, w: tf.compat.v1.nn.softmax_cross_entropy_with_logits(
-        labels=_smooth(l), logits=tf.matmul(x, w["w"])), {"SoftmaxCrossEntropyWithLogits", "StopGradient"}, True),
-    "argmax_not_equal_cast": (lambda x, l, w: tf.cast(tf.not_equal(tf.argmax(
-        _logits(x, w), -1, output_type=tf.int32), l), tf.float32) + tf.reduce_sum(_logits(x, w), -1),
+    "dense_ce_v2": (lambda x, y, w: tf.nn.softmax_cross_entropy_with_logits(
+        labels=_smooth(y), logits=tf.matmul(x, w["w"])), {"SoftmaxCrossEntropyWithLogits"}, True),
+    "dense_ce_v1": (lambda x, y, w: tf.compat.v1.nn.softmax_cross_entropy_with_logits(
+        labels=_smooth(y), logits=tf.matmul(x, w["w"])), {"SoftmaxCrossEntropyWithLogits", "StopGradient"}, True),
+    "argmax_not_equal_cast": (lambda x, y, w: tf.cast(tf.not_equal(tf.argmax(
+        _logits(x, w), -1, output_type=tf.int32), y), tf.float32) + tf.reduce_sum(_logits(x, w), -1),
                               {"ArgMax", "NotEqual", "Cast"}, True),
-    "sparse_ce_v1": (lambda x, l, w: tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=l, logits=_logits(x, w)), {"MatMul", "SparseSoftmaxCrossEntropyWithLogits"}, True),
-    "embedding_lookup_variable": (lambda x, l, w: tf.reduce_sum(tf.nn.embedding_lookup(
-        tf.compat.v1.get_variable("emb_var", initializer=WEIGHTS["emb"]), l) * x, -1), {"ResourceGather"}, True),
-    "embedding_lookup": (lambda x, l, w: tf.reduce_sum(tf.tanh(tf.nn.embedding_lookup(w["emb"], l) + x) ** 2, -1),
+    "sparse_ce_v1": (lambda x, y, w: tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=y, logits=_logits(x, w)), {"MatMul", "SparseSoftmaxCrossEntropyWithLogits"}, True),
+    "embedding_lookup_variable": (lambda x, y, w: tf.reduce_sum(tf.nn.embedding_lookup(
+        tf.compat.v1.get_variable("emb_var", initializer=WEIGHTS["emb"]), y) * x, -1), {"ResourceGather"}, True),
+    "embedding_lookup": (lambda x, y, w: tf.reduce_sum(tf.tanh(tf.nn.embedding_lookup(w["emb"], y) + x) ** 2, -1),
                          {"GatherV2", "Tanh"}, True),
-    "concat_transpose_expand_squeeze": (lambda x, l, w: tf.reduce_logsumexp(tf.squeeze(tf.transpose(
+    "concat_transpose_expand_squeeze": (lambda x, y, w: tf.reduce_logsumexp(tf.squeeze(tf.transpose(
         tf.expand_dims(tf.concat([x, tf.square(x)], -1), -1), [0, 1, 3, 2]), [2]), -1),
                                         {"ConcatV2", "Transpose", "ExpandDims", "Squeeze"}, True),
-    "select_add_n_clip": (lambda x, l, w: tf.reduce_max(tf.add_n([tf.where(x > 0, x, -x), x, tf.clip_by_value(
+    "select_add_n_clip": (lambda x, y, w: tf.reduce_max(tf.add_n([tf.where(x > 0, x, -x), x, tf.clip_by_value(
         x, -0.5, 0.5)]), -1), {"SelectV2", "AddN", "Minimum", "Maximum", "Max"}, True),
-    "layer_norm": (lambda x, l, w: tf.reduce_sum(tf.nn.relu(tf.matmul(_layer_norm(x), w["w2"])), -1),
+    "layer_norm": (lambda x, y, w: tf.reduce_sum(tf.nn.relu(tf.matmul(_layer_norm(x), w["w2"])), -1),
                    {"Mean", "Rsqrt", "BatchMatMulV2", "Relu"}, True),
     # broadcast operands: [B,1,F] (a mean over time: computed unpacked), [1,T,1], [T,1]
-    "broadcast_operands": (lambda x, l, w: tf.reduce_sum(tf.nn.relu(
+    "broadcast_operands": (lambda x, y, w: tf.reduce_sum(tf.nn.relu(
         tf.matmul(x, w["w2"]) * tf.reduce_mean(x, axis=1, keepdims=True) + _pos(x)[None, :, None]
         + _pos(x)[:, None] * 0.5), -1), {"BatchMatMulV2", "Relu", "AddV2", "Mul"}, False),
 }
@@ -194,7 +194,8 @@ class PackingTest(tf.test.TestCase, parameterized.TestCase):
     def fn(x, labels, w):
       h = tf.nn.relu(tf.matmul(x, w["w2"]), name="h")  # [B,T,F]
       seen["other"] = tf.reduce_mean(h, axis=1, name="other")  # [B,F]: mixes frames, consumes h unpacked
-      seen["inputs"] = {op.name: [t.name for t in op.inputs] for op in tf.compat.v1.get_default_graph().get_operations()}
+      graph = tf.compat.v1.get_default_graph()
+      seen["inputs"] = {op.name: [t.name for t in op.inputs] for op in graph.get_operations()}
       return _sparse_ce(h, labels, w)
 
     got = run(fn, pack=True, extra=lambda g: {"other": seen["other"]})
