@@ -5,9 +5,10 @@ Write a model once as RETURNN-style ``train_step`` / ``forward_step`` functions,
 ``Session.run`` time through a symbolic train flag, step and epoch (:mod:`returnn_rc.graph_state`).
 """
 
-from returnn_rc import graph_state
+from returnn_rc import graph_state, packing
 from returnn_rc.losses import Loss
 from returnn_rc.nn import dropout
+from returnn_rc.packing import pack, unpack
 from returnn_rc.reporting import EpochAccumulator, report_fetches
 from returnn_rc.run_ctx import (
     RunCtx,
@@ -24,7 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Dim", "EpochAccumulator", "Loss", "RunCtx", "Tensor", "TensorDict", "batch_dim", "convert_to_tensor",
     "dropout", "get_run_ctx", "get_run_ctx_step", "graph_state", "init_forward_step_run_ctx",
-    "init_train_step_run_ctx", "report_fetches", "reset_run_ctx",
+    "init_train_step_run_ctx", "pack", "packing", "report_fetches", "reset_run_ctx", "unpack",
 ]
 
 

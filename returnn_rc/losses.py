@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -99,12 +99,14 @@ def _flatten_frames(raw: tf.Tensor, sizes: tf.Tensor, batch_axis: int, time_axis
   return ops.flatten_with_seq_len_mask(raw, sizes, batch_dim_axis=batch_axis, time_dim_axis=time_axis)
 
 
-def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str) -> Tensor:
+def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str,
+                sibling_losses: Sequence[Tensor] = ()) -> Tensor:
   """Sum of ``loss`` over its valid elements, as a scalar :class:`Tensor`.
 
   With ``use_flatten_frames`` the first dynamic dim is packed away with the
   ``FlattenWithSeqLenMask`` op (``[B,T,...]`` → ``[sum(seq_lens),...]``); other dynamic dims (and all
-  of them without ``use_flatten_frames``) are excluded by ``tf.where`` selection.
+  of them without ``use_flatten_frames``) are excluded by ``tf.where`` selection. A ``[B,T,...]`` loss
+  with one dynamic dim gets its row-wise producers rebuilt on packed frames (:mod:`returnn_rc.packing`).
   """
   raw = loss.get_raw()
   dtype = _reduce_dtype(loss.dtype)
@@ -112,6 +114,12 @@ def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str) -> Tensor:
   with tf.name_scope(f"loss_{_scope_name(name)}/summed"):
     if not dynamic:
       return _scalar(tf.reduce_sum(tf.cast(raw, dtype)), f"{name}:summed")
+    if use_flatten_frames and len(dynamic) == 1:
+      from returnn_rc import packing  # pylint: disable=import-outside-toplevel
+      # The loss's row-wise producers on packed frames (sibling losses' tensors count as packed consumers).
+      packed = packing.pack_frames_upstream(loss, sibling_losses=sibling_losses)
+      if packed is not None:
+        return _scalar(tf.reduce_sum(tf.cast(packed, dtype)), f"{name}:summed")
     masked_dims = dynamic[1:] if use_flatten_frames else dynamic
     if masked_dims:
       raw = _valid_only(loss, raw, masked_dims)
@@ -225,6 +233,11 @@ def inv_norm_factor(loss: Tensor, *, custom_inv_norm_factor: Optional[Tensor], n
         sizes = tf.cast(d.get_dyn_size(), dtype)
         per_seq = sizes if per_seq is None else per_seq * sizes
       count = tf.reduce_sum(per_seq)  # the sizes are checked where the loss is summed
+    elif any(getattr(d, "is_packed_dim", False) for d in loss.dims):  # rc.pack: N frames per packed dim
+      count = tf.constant(1, dtype)
+      for d in loss.dims:
+        if getattr(d, "is_packed_dim", False):
+          count = count * d.get_num_frames(dtype)
     elif loss.have_batch_axis():
       count = tf.cast(tf.shape(raw)[loss.get_axis_from_dim(batch_dim)], dtype)
     else:
@@ -282,6 +295,9 @@ class Loss:
   _summed_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
   _mean_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
   _inv_norm_factor_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
+  #: The losses marked in the same run context (this one included; set by ``RunCtx.mark_as_loss``): their
+  #: frame-wise tensors are packed too, so a producer they share with this loss is packed once.
+  siblings: Optional[Mapping[str, "Loss"]] = dataclasses.field(default=None, repr=False, compare=False)
 
   def __post_init__(self):
     check_loss_options(self.name, scale=self.scale, as_error=self.as_error,
@@ -296,8 +312,14 @@ class Loss:
     """Sum of the loss over all valid (non-padded) elements, scalar."""
     if self._summed_loss_cached is None:
       self._summed_loss_cached = summed_loss(self.loss, use_flatten_frames=self.use_flatten_frames,
-                                                     name=self.name)
+                                             name=self.name, sibling_losses=self._sibling_loss_tensors())
     return self._summed_loss_cached
+
+  def _sibling_loss_tensors(self) -> List[Tensor]:
+    """The frame-wise tensors of the sibling losses that are reduced on packed frames."""
+    if not self.siblings:
+      return []
+    return [loss.loss for loss in self.siblings.values() if loss.use_flatten_frames]
 
   def get_inv_norm_factor(self) -> Tensor:
     """Number of valid elements of the loss (or the sum of ``custom_inv_norm_factor``), scalar."""

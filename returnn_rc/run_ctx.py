@@ -283,7 +283,8 @@ class RunCtx:
       inv_norm = custom_inv_norm_tensor(custom_inv_norm_factor, loss_t, name)
     self.losses[name] = Loss(loss=loss_t, name=name, scale=float(scale), as_error=bool(as_error),
                              use_normalized_loss=bool(use_normalized_loss),
-                             use_flatten_frames=bool(use_flatten_frames), custom_inv_norm_factor=inv_norm)
+                             use_flatten_frames=bool(use_flatten_frames), custom_inv_norm_factor=inv_norm,
+                             siblings=self.losses)
 
   def total_loss(self) -> Tensor:
     """Sum of the scaled reduced losses, excluding ``as_error`` and ``scale == 0`` ones, scalar."""

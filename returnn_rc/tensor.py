@@ -400,7 +400,7 @@ class Tensor:
     return mask
 
   def __repr__(self) -> str:
-    dims = ",".join("B" if d.is_batch_dim else repr(d.name) if d.is_dynamic() else str(d.dimension)
+    dims = ",".join("B" if d.is_batch_dim else str(d.dimension) if d.is_static() else repr(d.name)
                     for d in self._dims)
     extra = f", sparse_dim={self.sparse_dim}" if self.sparse_dim is not None else ""
     return f"Tensor({self.name!r}, [{dims}], {self.dtype}{extra})"

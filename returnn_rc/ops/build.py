@@ -115,7 +115,9 @@ class BuildExt(_build_ext):
             elif ext.name == CORE_NAME and nvcc:
                 ext.extra_compile_args.append("-DGOOGLE_CUDA=1")
                 ext.extra_objects = [self._nvcc(nvcc, cflags)]
-                ext.extra_link_args += ["-L/usr/local/cuda/lib64", "-lcudart"]
+                # No -lcudart: libtensorflow_framework exports the CUDA runtime API (TF's stub that
+                # loads the runtime TF was built for); a local libcudart may be another major version
+                # and is not even found under lib64 everywhere (tools/check_gpu_build.sh, ops/STATUS.md).
         super().build_extensions()
         self._build_info = self._make_build_info(tf, nvcc)
         self._write_build_info(os.path.dirname(self.get_ext_fullpath(CORE_NAME)))
