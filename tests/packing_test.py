@@ -97,7 +97,8 @@ def _pos(x):
   return tf.sin(tf.cast(tf.range(tf.shape(x)[1]), tf.float32))  # [T]
 
 
-def run(loss_fn, *, pack, x=X, labels=LABELS, lens=LENS, train=True, extra=None, seed_stateless=None):
+def run(loss_fn, *, pack, x=X, labels=LABELS, lens=LENS, train=True, extra=None, seed_stateless=None,
+        python_step=False):
   """Builds ``loss_fn`` as a marked ``[B,T]`` loss with the rewrite on or off; returns the fetched
   summed loss, inv norm, gradients w.r.t. x and the weights, report, op types and ``extra`` fetches."""
   graph = tf.Graph()
@@ -108,7 +109,8 @@ def run(loss_fn, *, pack, x=X, labels=LABELS, lens=LENS, train=True, extra=None,
     x_ph = tf.compat.v1.placeholder(tf.float32, [None, None, F], name="x")
     l_ph = tf.compat.v1.placeholder(tf.int32, [None, None], name="labels")
     lens_ph = tf.compat.v1.placeholder(tf.int32, [None], name="lens")
-    step = tf.compat.v1.placeholder_with_default(tf.constant(3, tf.int64), [], name="step")
+    # A Python int step gives stateful dropout masks (stateless ones need a step tensor).
+    step = 3 if python_step else tf.compat.v1.placeholder_with_default(tf.constant(3, tf.int64), [], name="step")
     w = {k: tf.constant(v, name=k) for k, v in WEIGHTS.items()}
     time_dim = rc.Dim(lens_ph, name="time")
     with rc.packing.enabled(pack):
@@ -239,8 +241,9 @@ class PackingTest(tf.test.TestCase, parameterized.TestCase):
     def fn(x, labels, w):
       return _sparse_ce(rc.dropout(tf.nn.relu(tf.matmul(x, w["w2"])), 0.5), labels, w)
 
-    got = run(fn, pack=True, seed_stateless=stateless_seed)
-    want = run(fn, pack=False, seed_stateless=stateless_seed)
+    stateful = stateless_seed is None
+    got = run(fn, pack=True, seed_stateless=stateless_seed, python_step=stateful)
+    want = run(fn, pack=False, seed_stateless=stateless_seed, python_step=stateful)
     self.assert_same(got, want)
     random = "StatelessRandomUniformV2" if stateless_seed else "RandomUniform"
     self.assertIn(random, got["types"])
