@@ -3,6 +3,7 @@
   python tools/train.py                       # char LM, a short run (~1.5 min on 2 CPU cores)
   python tools/train.py --graph=two_losses --num_epochs=5
   python tools/train.py --fresh               # start over in --train_dir
+  python tools/train.py --train_data='data/char_lm/train-*' --dev_data='data/char_lm/dev-*'   # record files
 
 Prints a per-epoch table of train and dev figures (Σ summed / Σ inv_norm per loss; "(err)" marks
 as_error losses); writes checkpoints, train_state.json and TensorBoard events to --train_dir.
@@ -16,6 +17,7 @@ import time
 from absl import app, flags, logging
 
 import graph_names
+import train_options
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("graph", "char_lm",
@@ -49,6 +51,7 @@ flags.DEFINE_string("export_dir", None,
                     "If set, export the marked outputs of forward_step of the final checkpoint as a SavedModel "
                     "here (returnn_rc.export.export_saved_model).")
 flags.DEFINE_bool("overwrite_export", False, "Allow --export_dir to replace an existing export.")
+flags.adopt_module_key_flags(train_options)  # data from files, optimizer, clipping, accumulation, schedule, best-N
 
 
 def main(argv):
@@ -66,14 +69,19 @@ def main(argv):
       train_dir=train_dir, num_epochs=FLAGS.num_epochs, batch_size=FLAGS.batch_size,
       learning_rate=FLAGS.learning_rate, lr_control_loss=FLAGS.lr_control_loss, lr_decay=FLAGS.lr_decay,
       seed=FLAGS.seed, xla=FLAGS.xla, pad_to_bucket_boundary=FLAGS.pad_to_bucket_boundary, fresh=FLAGS.fresh,
-      max_seqs=FLAGS.max_seqs)
+      max_seqs=FLAGS.max_seqs, **train_options.engine_config_kwargs())
   start = time.time()
-  with engine.Engine(module, config) as eng:
+  with engine.Engine(module, config, hooks=train_options.hooks(train_dir)) as eng:
     logging.info("graph %s: %d train / %d dev sequences; train_dir %s; losses %s (errors %s); lr control on %r",
                  name, eng.num_seqs["train"], eng.num_seqs["dev"], os.path.abspath(train_dir),
                  eng.loss_names, eng.error_names, eng.lr_control.loss_name)
     eng.train()
     checkpoint = eng.latest_checkpoint()
+    skipped = {split: n for split, n in eng.num_skipped_records.items() if n}
+    if skipped:
+      print(f"skipped corrupt records: {skipped}")
+    if eng.best_checkpoint():
+      print(f"best checkpoint by {eng.best_checkpoint_loss}: {eng.best_checkpoint()}")
     print(f"\n{name}: per-epoch figures (Σ summed / Σ inv_norm per loss)\n{eng.table()}")
     print(f"wall time {time.time() - start:.1f}s; checkpoint {checkpoint}; TensorBoard: "
           f"tensorboard --logdir {os.path.abspath(train_dir)}")
