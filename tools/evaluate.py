@@ -21,7 +21,7 @@ import graph_names
 from absl import app, flags, logging
 
 graph_names.ensure_repo_root_on_path()
-from returnn_rc.engine import evaluation  # pylint: disable=wrong-import-position
+from returnn_rc.engine import evaluation  # noqa: E402  pylint: disable=wrong-import-position
 
 _GRAPH = flags.DEFINE_string("graph", "char_lm", "Graph module: a name in graphs/, a dotted module name, or a .py "
                              "path.")

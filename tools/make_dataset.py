@@ -19,9 +19,9 @@ import graph_names
 from absl import app, flags, logging
 
 graph_names.ensure_repo_root_on_path()
-from returnn_rc import graph_module  # pylint: disable=wrong-import-position
-from returnn_rc.engine import data as rc_data  # pylint: disable=wrong-import-position
-from returnn_rc.engine import records  # pylint: disable=wrong-import-position
+from returnn_rc import graph_module  # noqa: E402  pylint: disable=wrong-import-position
+from returnn_rc.engine import data as rc_data  # noqa: E402  pylint: disable=wrong-import-position
+from returnn_rc.engine import records  # noqa: E402  pylint: disable=wrong-import-position
 
 _GRAPH = flags.DEFINE_string("graph", "char_lm", "Graph module: a name in graphs/, a dotted module name, or a .py "
                              "path. Its extern_data_template() defines the records' schema.")

@@ -380,7 +380,7 @@ def scan_files(patterns: Any, template: TensorDict, *, what: str, graph_name: Op
           if reader is None:
             raise
           raise ValueError(f"{what}: the graph module's {DATASET_HOOK} failed while reading {patterns!r}: "
-                           f"{exc.message.splitlines()[0]}") from None
+                           f"{_records.error_summary(exc)}") from None
         if reader is None:
           np.add.at(per_file_seqs, index, 1)
           np.add.at(per_file_bytes, index, nbytes)

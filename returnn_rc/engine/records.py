@@ -308,7 +308,7 @@ def _read_first_record(path: str) -> Tuple[Optional[bytes], Optional[str]]:
       with tf.compat.v1.Session() as sess:
         return sess.run(it.get_next()), None
   except tf.errors.OpError as exc:
-    return None, f"reading its first record failed: {exc.message.splitlines()[0]} (not a TFRecord file?)"
+    return None, f"reading its first record failed: {error_summary(exc)}"
 
 
 def read_schema(path: str) -> Dict[str, Any]:
@@ -417,6 +417,14 @@ def parse_sequence(template: TensorDict, serialized: tf.Tensor) -> Dict[str, tf.
 # --- locating corrupt records (slow path, Python) -----------------------------------------------
 
 
+def error_summary(exc: tf.errors.OpError) -> str:
+  """The line of a TF run-time error that says what went wrong (not the graph-execution preamble)."""
+  lines = [line.strip() for line in exc.message.splitlines()]
+  skip = ("Graph execution error", "Detected at node", "File ", "Node:", "[[")
+  useful = [line for line in lines if line and not line.startswith(skip)]
+  return useful[0] if useful else lines[0]
+
+
 def _check_record_py(record: bytes, template: TensorDict) -> Optional[str]:
   """Why ``record`` is not a valid sequence record for ``template`` (None: valid); mirrors :func:`parse_sequence`."""
   try:
@@ -478,7 +486,7 @@ def find_corrupt_records(path: str, template: TensorDict, *, limit: int = 3) -> 
         except tf.errors.OutOfRangeError:
           break
         except tf.errors.OpError as exc:
-          bad.append((index, f"unreadable ({exc.message.splitlines()[0]}); TF's reader skips the rest of the file"))
+          bad.append((index, f"unreadable: {error_summary(exc)}; TF's reader skips the rest of the file"))
           break
         if index > 0:
           why = _check_record_py(record, template)
