@@ -8,8 +8,9 @@ Two sources, one batch format:
 - **files** (:func:`scan_files` then :func:`make_file_dataset`): record files
   (:mod:`returnn_rc.engine.records`), or files of a graph module's own format read by its
   ``dataset_from_files`` hook (:data:`DATASET_HOOK`). Listing, reading (parallel interleave over
-  the files), parsing (parallel map), shuffling, length bucketing and prefetching all run in the
-  ``tf.data`` graph: no Python per sequence, memory bounded by the shuffle buffer, not the corpus.
+  the files), shuffling, length bucketing (within windows), parsing (one vectorized parse per batch,
+  parallel map) and prefetching all run in the ``tf.data`` graph: no Python per sequence, memory
+  bounded by the shuffle buffer and the window, not by the corpus.
 
 Both yield padded batches, each a ``dict``:
 
@@ -293,6 +294,26 @@ def _check_hook_spec(template: TensorDict, ds: tf.data.Dataset, what: str) -> No
                        f"expects {tmpl.dtype} {want} (one sequence, no batch axis)")
 
 
+def _read_serialized(files: tf.data.Dataset, template: TensorDict, *, num_files: int,
+                     skip_corrupt: bool) -> tf.data.Dataset:
+  """Record files → their serialized sequence records (scalar strings), interleaved one record at a time.
+  With ``skip_corrupt``, records that do not parse are dropped here (a per-record check)."""
+
+  def records_of(path):
+    ds = tf.data.TFRecordDataset(path, buffer_size=1 << 18).skip(1)  # record 0: the schema
+    return ds.ignore_errors() if skip_corrupt else ds  # TF's reader ends a file at a corrupt record
+
+  ds = files.interleave(records_of, cycle_length=max(1, min(num_files, MAX_CYCLE_LENGTH)), block_length=1,
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if skip_corrupt:
+    def check(record):
+      with tf.control_dependencies([tf.size(v) for v in _records.parse_sequence(template, record).values()]):
+        return tf.identity(record)
+
+    ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+  return ds
+
+
 def _read_records(files: tf.data.Dataset, template: TensorDict, *, num_files: int, skip_corrupt: bool,
                   deterministic: bool = True) -> tf.data.Dataset:
   """Record files → parsed sequences, in the order of ``files``, interleaved one record at a time."""
@@ -355,16 +376,30 @@ def scan_files(patterns: Any, template: TensorDict, *, what: str, graph_name: Op
                                seq[length_key] if length_key else tf.constant(0, tf.int32)))
       ds = ds.batch(_SCAN_BATCH)
     else:
-      def scan_file(index, path):
-        def stats(record):
-          seq = _records.parse_sequence(template, record)
-          length = seq[length_key] if length_key else tf.constant(0, tf.int32)
-          return tf.cast(tf.strings.length(record), tf.int64) + _records.FRAME_OVERHEAD, length
+      vectorized = _records.batch_parse_supported(template)
 
+      def stats(records):
+        """``[N]`` records → ([N] bytes incl. framing, [N] lengths); fails if one does not parse."""
+        if vectorized:
+          batch = _records.parse_batch(template, records)
+          checked = [tf.shape(v)[0] for v in batch.values()]
+          lengths = batch[length_key] if length_key else tf.zeros(tf.shape(records), tf.int32)
+        else:
+          seq = _records.parse_sequence(template, records)
+          checked = [tf.size(v) for v in seq.values()]
+          lengths = seq[length_key] if length_key else tf.constant(0, tf.int32)
+        with tf.control_dependencies(checked):
+          return tf.cast(tf.strings.length(records), tf.int64) + _records.FRAME_OVERHEAD, tf.identity(lengths)
+
+      def scan_file(index, path):
         recs = tf.data.TFRecordDataset(path, buffer_size=1 << 18).skip(1).ignore_errors()
-        parsed = recs.map(stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
-        return parsed.batch(_SCAN_BATCH).map(lambda nbytes, lengths: (
-            tf.fill(tf.shape(nbytes), index), nbytes, lengths))
+        if vectorized:  # a batch with a corrupt record is dropped: the file's bytes then do not add up
+          parsed = recs.batch(_SCAN_BATCH).map(stats, num_parallel_calls=tf.data.AUTOTUNE,
+                                               deterministic=False).ignore_errors()
+        else:
+          parsed = recs.map(stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
+          parsed = parsed.batch(_SCAN_BATCH)
+        return parsed.map(lambda nbytes, lengths: (tf.fill(tf.shape(nbytes), index), nbytes, lengths))
 
       ds = tf.data.Dataset.from_tensor_slices((np.arange(len(files), dtype=np.int64), files)).interleave(
           scan_file, cycle_length=max(1, min(len(files), MAX_CYCLE_LENGTH)), num_parallel_calls=tf.data.AUTOTUNE,
@@ -404,24 +439,26 @@ def scan_files(patterns: Any, template: TensorDict, *, what: str, graph_name: Op
 
 def _check_scanned(files: Sequence[str], template: TensorDict, schema_sizes: Sequence[int], seqs: np.ndarray,
                    nbytes: np.ndarray, *, what: str, skip_corrupt: bool) -> int:
-  """Number of corrupt records (a file whose valid records do not add up to its size has some);
-  ``ValueError`` naming the file and the record unless ``skip_corrupt``."""
+  """Number of corrupt records, and ``seqs`` corrected to the valid ones (a file whose valid records do
+  not add up to its size has corrupt ones; they are located in Python); ``ValueError`` naming the
+  file and the record unless ``skip_corrupt``."""
   skipped = 0
   for i, path in enumerate(files):
     expected = os.path.getsize(path) - schema_sizes[i] - _records.FRAME_OVERHEAD
     if nbytes[i] == expected:
       continue
-    frames, complete = _records.count_frames(path)
-    bad = _records.find_corrupt_records(path, template)
+    bad, valid = _records.inspect_records(path, template)
     where = "; ".join(f"record {index} ({why})" for index, why in bad) or "a record that fails to parse in tf.data"
     if not skip_corrupt:
       raise ValueError(
           f"{what}: record file {path!r} has corrupt records: {where} (record 0 is the schema record); "
-          f"{int(seqs[i])} of its records are valid. Rewrite the file, or pass skip_corrupt_records=True "
+          f"{valid} of its records are valid. Rewrite the file, or pass skip_corrupt_records=True "
           f"(--skip_corrupt_records) to skip corrupt records")
-    lost = max(frames - 1 - int(seqs[i]), 1)
+    frames, complete = _records.count_frames(path)
+    lost = max(frames - 1 - valid, 1)
     tail = "" if complete else " and an unreadable tail"
     logging.warning("%s: skipping %d corrupt record(s)%s of %s: %s", what, lost, tail, path, where)
+    seqs[i] = valid
     skipped += lost
   if skipped:
     logging.warning("%s: skipped %d corrupt record(s) in total", what, skipped)
@@ -435,6 +472,66 @@ def epoch_seeds(seed: int, order_seed: tf.Tensor) -> tf.Tensor:
   return tf.random.stateless_uniform([2], seed=key, minval=0, maxval=2**62, dtype=tf.int64)
 
 
+#: The record source buckets sequences within windows of this many batches (see :func:`make_file_dataset`).
+WINDOW_BATCHES = 64
+
+
+def _window_batches(serialized: tf.data.Dataset, template: TensorDict, length_counts: Optional[np.ndarray], *,
+                    batch_size: int, shuffle: bool, seeds: tf.Tensor, pad_to_bucket_boundary: bool) -> tf.data.Dataset:
+  """Serialized sequence records → padded batches, bucketed by length within windows, parsed per batch.
+
+  Per window of ``WINDOW_BATCHES * batch_size`` records (in arrival order): each record goes to its
+  length bucket (the bounds of :func:`bucket_boundaries_from_counts`, as the memory source); each
+  bucket's records, in arrival order, form batches of ``batch_size`` (its last one smaller); the
+  window's batches come in a random order drawn from ``(seeds[1], window index)`` (training) or in
+  bucket order (evaluation). Every per-sequence step is a C++ ``tf.data`` op; graph functions run
+  per window and per batch only.
+  """
+  length_key = _length_key(template)
+  window = WINDOW_BATCHES * batch_size
+  if length_key is None:
+    bounds, pad_lens = [], [-1]
+  else:
+    bounds = bucket_boundaries_from_counts(length_counts)
+    max_len = len(length_counts) - 1
+    if pad_to_bucket_boundary and bounds[-1] <= max_len:
+      bounds.append(max_len + 1)
+    # as bucket_by_sequence_length: pad to the bucket's bound minus 1 (its longest possible length)
+    pad_lens = [b - 1 for b in bounds] + [-1] if pad_to_bucket_boundary else [-1] * (len(bounds) + 1)
+  num_buckets = len(bounds) + 1
+
+  def plan(index, records):
+    """One window → (records sorted by bucket, [num batches] start, end, pad length)."""
+    n = tf.shape(records)[0]
+    if length_key is None:
+      bucket = tf.zeros([n], tf.int32)
+    else:
+      lengths = _records.record_lengths(template, records, length_key)
+      bucket = tf.searchsorted(tf.constant(bounds, tf.int32), lengths, side="right", out_type=tf.int32)
+    order = tf.argsort(bucket, stable=True)
+    sorted_bucket = tf.gather(bucket, order)
+    counts = tf.math.bincount(bucket, minlength=num_buckets, maxlength=num_buckets, dtype=tf.int32)
+    first = tf.cumsum(counts, exclusive=True)
+    pos = tf.range(n) - tf.gather(first, sorted_bucket)
+    starts = tf.cast(tf.where(tf.equal(pos % batch_size, 0))[:, 0], tf.int32)
+    ends = tf.concat([starts[1:], [n]], 0)
+    pads = tf.gather(tf.constant(pad_lens, tf.int32), tf.gather(sorted_bucket, starts))
+    if shuffle:
+      key = tf.random.stateless_uniform([tf.shape(starts)[0]], seed=tf.stack([seeds[1], index]),
+                                        dtype=tf.float32)
+      perm = tf.argsort(key, stable=True)
+      starts, ends, pads = tf.gather(starts, perm), tf.gather(ends, perm), tf.gather(pads, perm)
+    return tf.gather(records, order), starts, ends, pads
+
+  def batches_of(records, starts, ends, pads):
+    return tf.data.Dataset.from_tensor_slices((starts, ends, pads)).map(
+        lambda start, end, pad: (records[start:end], pad))
+
+  ds = serialized.batch(window).enumerate().map(plan).flat_map(batches_of)
+  return ds.map(lambda records, pad: _records.parse_batch(template, records, pad),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def make_file_dataset(template: TensorDict, file_data: FileData, *, batch_size: int, order_seed: tf.Tensor,
                       shuffle: bool, seed: int, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
                       pad_to_bucket_boundary: bool = False, max_seqs: Optional[int] = None) -> tf.data.Dataset:
@@ -442,9 +539,15 @@ def make_file_dataset(template: TensorDict, file_data: FileData, *, batch_size: 
 
   Per epoch (``order_seed`` fed at iterator initialisation): the files in an order drawn from
   :func:`epoch_seeds`, read ``min(#files, 16)`` at a time one record each (the order of
-  :func:`returnn_rc.engine.records.write_shards`' round robin when not shuffled), parsed in a
-  parallel map, shuffled in a buffer of ``shuffle_buffer`` sequences seeded per epoch, bucketed by
-  length, prefetched. Deterministic: the same ``(seed, epoch)`` gives the same batches.
+  :func:`returnn_rc.engine.records.write_shards`' round robin when not shuffled), shuffled as
+  serialized records in a buffer of ``shuffle_buffer`` seeded per epoch, then bucketed by length
+  within windows of ``WINDOW_BATCHES * batch_size`` records and parsed one batch at a time
+  (:func:`_window_batches`; the buckets are the memory source's, and within one window the batches
+  are the ones ``bucket_by_sequence_length`` makes), prefetched. No graph function runs per
+  sequence, so the pipeline is not bound by per-element overhead. Deterministic: the same
+  ``(seed, epoch)`` gives the same batches. Files of a graph module's own format
+  (:data:`DATASET_HOOK`), and templates :func:`returnn_rc.engine.records.batch_parse_supported`
+  refuses (a dynamic dim not at axis 1, or two), go per sequence through ``bucket_by_sequence_length``.
 
   Args:
     template: the extern-data templates.
@@ -466,6 +569,15 @@ def make_file_dataset(template: TensorDict, file_data: FileData, *, batch_size: 
   files = tf.data.Dataset.from_tensor_slices(file_data.files)
   if shuffle and max_seqs is None:
     files = files.shuffle(len(file_data.files), seed=seeds[0], reshuffle_each_iteration=False)
+  if file_data.reader is None and _records.batch_parse_supported(template):
+    ds = _read_serialized(files, template, num_files=len(file_data.files), skip_corrupt=file_data.skip_corrupt)
+    if max_seqs is not None:
+      ds = ds.take(max_seqs)
+    if shuffle:
+      ds = ds.shuffle(shuffle_buffer, seed=seeds[1], reshuffle_each_iteration=False)
+    ds = _window_batches(ds, template, file_data.length_counts, batch_size=batch_size, shuffle=shuffle, seeds=seeds,
+                         pad_to_bucket_boundary=pad_to_bucket_boundary)
+    return ds.prefetch(2)
   ds = read_sequences(files, template, file_data)
   if max_seqs is not None:
     ds = ds.take(max_seqs)

@@ -293,22 +293,18 @@ def list_files(patterns: Any, *, what: str = "data") -> List[str]:
 
 
 def _read_first_record(path: str) -> Tuple[Optional[bytes], Optional[str]]:
-  """(first record, None), or (None, why it cannot be read)."""
+  """(first record, None), or (None, why it cannot be read). Reads the TFRecord framing in Python (its
+  CRCs are checked when the data is read: the scan of :func:`returnn_rc.engine.data.scan_files`)."""
+  size = os.path.getsize(path)
   with open(path, "rb") as f:
     header = f.read(12)
     if len(header) < 12:
       return None, f"it is too short to hold a TFRecord ({len(header)} bytes)"
     (length,) = struct.unpack("<Q", header[:8])
-    size = os.path.getsize(path)
     if length + FRAME_OVERHEAD > size:
-      return None, "its first 8 bytes are no TFRecord length (not a TFRecord file?)"
-  try:
-    with tf.Graph().as_default():
-      it = tf.compat.v1.data.make_one_shot_iterator(tf.data.TFRecordDataset(path).take(1))
-      with tf.compat.v1.Session() as sess:
-        return sess.run(it.get_next()), None
-  except tf.errors.OpError as exc:
-    return None, f"reading its first record failed: {error_summary(exc)}"
+      return None, (f"its first 8 bytes give a record length of {length} bytes, more than the file's {size} bytes "
+                    f"(not a TFRecord file?)")
+    return f.read(length), None
 
 
 def read_schema(path: str) -> Dict[str, Any]:
@@ -414,6 +410,85 @@ def parse_sequence(template: TensorDict, serialized: tf.Tensor) -> Dict[str, tf.
   return out
 
 
+def batch_parse_supported(template: TensorDict) -> bool:
+  """Whether :func:`parse_batch` handles ``template``: every input has at most one dynamic dim, at
+  axis 1 (``[B,T,...]`` with static ``...``, or only static dims)."""
+  for tmpl in template.values():
+    dynamic = [axis for axis, d in enumerate(tmpl.dims) if d.is_dynamic()]
+    if dynamic and dynamic != [1]:
+      return False
+  return True
+
+
+def record_lengths(template: TensorDict, serialized: tf.Tensor, length_key: str) -> tf.Tensor:
+  """``[N]`` int32: the value of size key ``length_key`` (``"<name>:size<axis>"``) of each of the
+  ``[N]`` serialized sequence records (parses only that input's shape feature)."""
+  name, axis = length_key.rsplit(":size", 1)
+  rank = template[name].batch_ndim - 1
+  shapes = tf.io.parse_example(serialized, {shape_key(name): tf.io.FixedLenFeature([rank], tf.int64)})
+  return tf.cast(shapes[shape_key(name)][:, int(axis) - 1], tf.int32)
+
+
+def parse_batch(template: TensorDict, serialized: tf.Tensor, pad_to: Optional[tf.Tensor] = None
+                ) -> Dict[str, tf.Tensor]:
+  """``[B]`` serialized sequence records → one padded batch ``{name: [B,T,...], "<name>:size1": [B]}``
+  in one vectorized parse (graph ops; needs :func:`batch_parse_supported`).
+
+  Args:
+    template: the extern-data template.
+    serialized: ``[B]`` string.
+    pad_to: scalar int32: pad the dynamic dims to this length (it must be >= the longest); None or
+      negative: to the longest in the batch.
+  Fails at run time (``InvalidArgumentError``) on a record that :func:`parse_sequence` refuses.
+  """
+  parsed = tf.io.parse_example(serialized, _parse_spec(template))
+  out: Dict[str, tf.Tensor] = {}
+  dim_lens: Dict[int, tf.Tensor] = {}
+  for name, tmpl in template.items():
+    dims = tmpl.dims[1:]
+    dtype = tf.as_dtype(tmpl.dtype)
+    itemsize = np.dtype(dtype.as_numpy_dtype).itemsize
+    values = parsed[value_key(name)]
+    checks = []
+    static_rest = [d.dimension for d in dims if d.is_static()]
+    per_row = int(np.prod(static_rest, dtype=np.int64)) if static_rest else 1
+    if dims:
+      shape = parsed[shape_key(name)]  # [B, rank]
+      for axis, d in enumerate(dims):
+        if d.is_static():
+          checks.append(tf.debugging.assert_equal(
+              shape[:, axis], tf.constant(d.dimension, tf.int64), message=f"record input {name!r} axis {axis}: "
+              f"static size"))
+      count = tf.reduce_prod(shape, axis=1)
+      checks.append(tf.debugging.assert_equal(
+          tf.cast(tf.strings.length(values), tf.int64), count * itemsize,
+          message=f"record input {name!r}: byte count of the values != prod(shape) * {itemsize}"))
+    if dims and dims[0].is_dynamic():
+      lens = shape[:, 0]
+      prev = dim_lens.setdefault(id(dims[0]), lens)
+      if prev is not lens:
+        checks.append(tf.debugging.assert_equal(prev, lens, message=f"record input {name!r}: shared dynamic dim "
+                                                f"{dims[0].name}"))
+      longest = tf.reduce_max(tf.concat([lens, [0]], 0))
+      if pad_to is not None:
+        longest = tf.where(pad_to >= 0, tf.cast(pad_to, tf.int64), longest)
+      with tf.control_dependencies(checks):
+        flat = tf.io.decode_raw(values, dtype, little_endian=True,
+                                fixed_length=tf.cast(tf.maximum(longest * per_row, 1) * itemsize, tf.int32))
+      batch = tf.shape(values, out_type=tf.int64)[:1]
+      rest = tf.constant(static_rest, tf.int64, shape=[len(static_rest)])
+      value = tf.reshape(flat[:, :longest * per_row], tf.concat([batch, [longest], rest], 0))
+      out[name] = tf.ensure_shape(value, [None, None] + static_rest)
+      out[size_key(name, 1)] = tf.cast(lens, tf.int32)
+    else:
+      with tf.control_dependencies(checks):
+        flat = tf.io.decode_raw(values, dtype, little_endian=True)
+      batch = tf.shape(values)[:1]
+      rest = tf.constant(static_rest, tf.int32, shape=[len(static_rest)])
+      out[name] = tf.ensure_shape(tf.reshape(flat, tf.concat([batch, rest], 0)), [None] + static_rest)
+  return out
+
+
 # --- locating corrupt records (slow path, Python) -----------------------------------------------
 
 
@@ -470,27 +545,47 @@ def count_frames(path: str, start_offset: int = 0) -> Tuple[int, bool]:
   return count, offset == size
 
 
-def find_corrupt_records(path: str, template: TensorDict, *, limit: int = 3) -> List[Tuple[int, str]]:
-  """The first ``limit`` bad sequence records of ``path`` as (record index, why); index 1 is the first
-  sequence record (0 is the schema record). A record TF cannot read (data loss) ends the list: TF's
-  reader skips the rest of the file after it. Slow (Python per record): for error messages only."""
-  bad: List[Tuple[int, str]] = []
-  index = 0
+def _readable_count(path: str) -> Tuple[int, Optional[str]]:
+  """(number of records TF's reader delivers from ``path`` before an error, that error's summary or None)."""
   with tf.Graph().as_default():
-    it = tf.compat.v1.data.make_one_shot_iterator(tf.data.TFRecordDataset(path))
-    nxt = it.get_next()
+    count = tf.data.TFRecordDataset(path).ignore_errors().reduce(tf.constant(0, tf.int64), lambda c, _: c + 1)
     with tf.compat.v1.Session() as sess:
-      while len(bad) < limit:
-        try:
-          record = sess.run(nxt)
-        except tf.errors.OutOfRangeError:
-          break
-        except tf.errors.OpError as exc:
-          bad.append((index, f"unreadable: {error_summary(exc)}; TF's reader skips the rest of the file"))
-          break
-        if index > 0:
-          why = _check_record_py(record, template)
-          if why is not None:
-            bad.append((index, why))
-        index += 1
-  return bad
+      n = int(sess.run(count))
+    probe = tf.compat.v1.data.make_one_shot_iterator(tf.data.TFRecordDataset(path).skip(n).take(1)).get_next()
+    with tf.compat.v1.Session() as sess:
+      try:
+        sess.run(probe)
+      except tf.errors.OutOfRangeError:
+        return n, None
+      except tf.errors.OpError as exc:
+        return n, error_summary(exc)
+  return n, None
+
+
+def inspect_records(path: str, template: TensorDict, *, limit: int = 3) -> Tuple[List[Tuple[int, str]], int]:
+  """``(bad, valid)``: the first ``limit`` bad records of ``path`` as (record index, why) (index 0 is the
+  schema record) and the number of valid sequence records that TF's reader delivers. A record TF
+  cannot read (data loss) ends the file: its reader skips the rest. For error messages and skip
+  counts (Python per record, but only for files found corrupt)."""
+  readable, error = _readable_count(path)
+  bad: List[Tuple[int, str]] = []
+  valid = 0
+  size = os.path.getsize(path)
+  with open(path, "rb") as f:
+    offset = 0
+    for index in range(readable):
+      f.seek(offset)
+      (length,) = struct.unpack("<Q", f.read(8))
+      f.seek(offset + 12)
+      record = f.read(length)
+      offset += FRAME_OVERHEAD + length
+      if index == 0:
+        continue
+      why = _check_record_py(record, template)
+      if why is None:
+        valid += 1
+      elif len(bad) < limit:
+        bad.append((index, why))
+  if error is not None and offset < size and len(bad) < limit:
+    bad.append((readable, f"unreadable: {error}; TF's reader skips the rest of the file"))
+  return bad, valid

@@ -4,6 +4,7 @@ per-epoch order, bucket bounds, corrupt records, worker split, a module's own da
 import json
 import os
 import types
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -73,12 +74,15 @@ def _key(seq):
 class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(
-      ("two_losses", two_losses.extern_data_template, lambda: two_losses.default_data("dev", 30), 3),
-      ("seq_classifier", seq_classifier.extern_data_template, lambda: seq_classifier.default_data("dev", 30), 4),
-      ("char_lm", char_lm.extern_data_template, lambda: char_lm.default_data("dev", 30), 2),
-      ("mixed_dtypes", _mixed_template, lambda: _mixed_data(25), 5),
+      ("two_losses", two_losses.extern_data_template, lambda: two_losses.default_data("dev", 30), 3, False),
+      ("seq_classifier", seq_classifier.extern_data_template, lambda: seq_classifier.default_data("dev", 30), 4,
+       False),
+      ("char_lm", char_lm.extern_data_template, lambda: char_lm.default_data("dev", 40), 2, False),
+      ("char_lm_pad_to_bucket", char_lm.extern_data_template, lambda: char_lm.default_data("dev", 40), 2, True),
+      ("mixed_dtypes", _mixed_template, lambda: _mixed_data(25), 5, False),
   )
-  def test_files_give_the_memory_batches(self, make_template, make_data, num_shards):
+  def test_files_give_the_memory_batches(self, make_template, make_data, num_shards, pad_to_bucket_boundary):
+    """Within one bucketing window (here: the whole data) the batches are the memory source's (in another order)."""
     seqs = make_data()
     tmp = self.create_tempdir().full_path
     records.write_shards(tmp, make_template(), seqs, num_shards=num_shards, prefix="dev")
@@ -86,19 +90,42 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     files = data.scan_files(os.path.join(tmp, "dev-*"), template, what="test")
     self.assertEqual(files.num_seqs, len(seqs))
     self.assertLen(files.files, num_shards)
+    opts = dict(batch_size=4, shuffle=False, seed=1, pad_to_bucket_boundary=pad_to_bucket_boundary)
     with tf.Graph().as_default():
       order = tf.compat.v1.placeholder(tf.int64, ())
-      from_files = _batches(data.make_file_dataset(template, files, batch_size=4, order_seed=order, shuffle=False,
-                                                   seed=1), order_seed=order)
-      from_memory = _batches(data.make_dataset(template, seqs, batch_size=4, order_seed=order, shuffle=False, seed=1),
-                             order_seed=order)
-    self.assertLen(from_files, len(from_memory))
-    for a, b in zip(from_files, from_memory):
-      self.assertCountEqual(a, b)
-      for key in a:
-        self.assertEqual(a[key].dtype, b[key].dtype, key)
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+      from_files = _batches(data.make_file_dataset(template, files, order_seed=order, **opts), order_seed=order)
+      from_memory = _batches(data.make_dataset(template, seqs, order_seed=order, **opts), order_seed=order)
+    for b in from_files:
+      for key, value in b.items():
+        self.assertEqual(value.dtype, from_memory[0][key].dtype, key)
+
+    def as_bytes(batch):
+      return tuple((k, batch[k].shape, batch[k].tobytes()) for k in sorted(batch))
+
+    self.assertCountEqual([as_bytes(b) for b in from_files], [as_bytes(b) for b in from_memory])
     self.assertCountEqual([_key(s) for s in _seqs_of(from_files, template)], [_key(s) for s in seqs])
+
+  def test_windows_bucket_and_pad_minimally(self):
+    """More data than one window: every batch holds sequences of one bucket, padded to its longest."""
+    seqs = char_lm.default_data("dev", 300)
+    tmp = self.create_tempdir().full_path
+    records.write_shards(tmp, char_lm.extern_data_template(), seqs, num_shards=3)
+    template = char_lm.extern_data_template()
+    files = data.scan_files(os.path.join(tmp, "*"), template, what="test")
+    bounds = data.bucket_boundaries([len(s["data"]) for s in seqs])
+    with mock.patch.object(data, "WINDOW_BATCHES", 4), tf.Graph().as_default():  # windows of 16 sequences
+      order = tf.compat.v1.placeholder(tf.int64, ())
+      batches = _batches(data.make_file_dataset(template, files, batch_size=4, order_seed=order, shuffle=True,
+                                                seed=2), order_seed=order)
+    self.assertGreater(len(batches), 300 / 4)  # partial batches at the window ends
+    for b in batches:
+      lens = b["data:size1"]
+      self.assertLessEqual(len(lens), 4)
+      self.assertEqual(b["data"].shape[1], max(lens))
+      self.assertLen(set(np.searchsorted(bounds, lens, side="right")), 1, lens)
+      for row, n in zip(b["data"], lens):
+        self.assertFalse(np.any(row[n:]))
+    self.assertCountEqual([_key(s) for s in _seqs_of(batches, template)], [_key(s) for s in seqs])
 
   def test_readme_writer_example(self):
     """Files written with plain TF/numpy as the README shows are read back."""
