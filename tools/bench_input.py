@@ -28,9 +28,8 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
-
 import graph_names
+from absl import app, flags
 
 graph_names.ensure_repo_root_on_path()
 
@@ -42,6 +41,8 @@ _MAX_STEPS = flags.DEFINE_integer("max_steps", 0, "Stop each training run after 
                                   lower_bound=0)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Sequences per batch.", lower_bound=1)
 _SHARDS = flags.DEFINE_integer("num_shards", 8, "Record files per corpus.", lower_bound=1)
+_CORPUS_SEQS = flags.DEFINE_integer("corpus_seqs", None, "Use only the first N sequences of the default corpus "
+                                    "(a quick smoke run); default: all 6000.", lower_bound=1)
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Directory for the corpora and train dirs (default: a temp dir, "
                                 "removed afterwards).")
 # child mode
@@ -54,8 +55,9 @@ _TRAIN_DIR = flags.DEFINE_string("train_dir", None, "child: train dir.")
 def corpus(scale: int):
   """The char_lm default train data repeated ``scale`` times, copy ``r`` with its characters shifted by ``r``."""
   import numpy as np  # pylint: disable=import-outside-toplevel
+
   from graphs import char_lm  # pylint: disable=import-outside-toplevel
-  base = char_lm.default_data("train")
+  base = char_lm.default_data("train", max_seqs=_CORPUS_SEQS.value)
   out = []
   for r in range(scale):
     for seq in base:
@@ -90,6 +92,7 @@ def _epoch_seconds(session, iterator, nxt, order_seed, epoch):
 
 def throughput(work_dir):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   from graphs import char_lm  # pylint: disable=import-outside-toplevel
   from returnn_rc.engine import data  # pylint: disable=import-outside-toplevel
   seqs = corpus(1)
@@ -123,7 +126,7 @@ def throughput(work_dir):
         assert n == len(seqs), (k, n)
         rates[k].append(n / sec)
   med = {k: statistics.median(v) for k, v in rates.items()}
-  print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores; char_lm default train data: {len(seqs)} sequences, "
+  print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores; char_lm train data: {len(seqs)} sequences, "
         f"{_SHARDS.value} record files, {size_mb:.1f} MB; batch size {_BATCH_SIZE.value}, shuffled, length buckets; "
         f"{_REPEATS.value} interleaved epochs each")
   for k, v in rates.items():
@@ -161,6 +164,8 @@ def child():
 def _run_child(source, scale, train_glob, dev_glob, train_dir):
   args = [sys.executable, os.path.abspath(__file__), "--mode=child", f"--source={source}", f"--scale={scale}",
           f"--train_dir={train_dir}", f"--max_steps={_MAX_STEPS.value}", f"--batch_size={_BATCH_SIZE.value}"]
+  if _CORPUS_SEQS.value:
+    args.append(f"--corpus_seqs={_CORPUS_SEQS.value}")
   if source == "files":
     args += [f"--train_glob={train_glob}", f"--dev_glob={dev_glob}"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -195,7 +200,8 @@ def memory(work_dir):
         f"{_ROUNDS.value} round(s):")
   for source in ("files", "memory"):
     small, large = med[(source, 1)], med[(source, _SCALE.value)]
-    print(f"  {source:6s}  1x: {small:7.1f} MiB   {_SCALE.value}x: {large:7.1f} MiB   growth {100 * (large / small - 1):+.1f}%"
+    growth = 100 * (large / small - 1)
+    print(f"  {source:6s}  1x: {small:7.1f} MiB   {_SCALE.value}x: {large:7.1f} MiB   growth {growth:+.1f}%"
           + ("  (target: within 20%)" if source == "files" else ""))
 
 

@@ -45,17 +45,15 @@ class TrainToolTest(absltest.TestCase):
     self.assertEqual(proc.stdout.split("wall time")[0], again.stdout.split("wall time")[0])
 
   def test_record_files_flow(self):
-    """make_dataset -> train from files (AdamW, clipping, accumulation, warm-up, best-2) -> evaluate the best
-    checkpoint from the files and from memory: the same figures, and the dev figure of the training table."""
+    """make_dataset -> train from the files (AdamW, clipping, accumulation, warm-up, best-2) -> evaluate the best
+    checkpoint from the files: the dev figure of the training table (files vs memory: files_engine_test)."""
     tmp = testing_graphs.tempdir(self)
     data, train_dir = os.path.join(tmp, "data"), os.path.join(tmp, "train")
-    make = os.path.join(_ROOT, "tools", "make_dataset.py")
-    for split, shards in (("train", "3"), ("dev", "1")):
-      proc = _run("--graph=two_losses", f"--split={split}", f"--output={data}", f"--num_shards={shards}",
-                  "--max_seqs=48", tool=make)
-      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-      self.assertIn(f"48 sequences -> {shards} file(s)", proc.stdout)
-    proc = _run("--graph=two_losses", f"--train_dir={train_dir}", f"--train_data={data}/train-*",
+    proc = _run("--graph=two_losses", "--split=dev", f"--output={data}", "--num_shards=3", "--max_seqs=48",
+                tool=os.path.join(_ROOT, "tools", "make_dataset.py"))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("48 sequences -> 3 file(s)", proc.stdout)
+    proc = _run("--graph=two_losses", f"--train_dir={train_dir}", f"--train_data={data}/dev-*",
                 f"--dev_data={data}/dev-*", "--num_epochs=2", "--batch_size=8", "--optimizer=adamw",
                 "--weight_decay=0.01", "--grad_clip_global_norm=5", "--accum_grad_multiple_step=2",
                 "--lr_warmup_steps=3", "--keep_best_checkpoints=2", "--best_checkpoint_loss=aux_ce")
@@ -64,22 +62,18 @@ class TrainToolTest(absltest.TestCase):
     table = proc.stdout.split("per loss)\n")[1].split("\nwall time")[0].splitlines()
     header, rows = re.split(r"\s{2,}", table[0].strip()), [row.split() for row in table[1:]]
     dev_aux = [float(row[header.index("dev aux_ce")]) for row in rows]
-    evaluate = os.path.join(_ROOT, "tools", "evaluate.py")
-    results = []
-    for extra in ([f"--data={data}/dev-*"], ["--max_seqs=48"]):
-      out_json = os.path.join(tmp, f"eval{len(results)}.json")
-      proc = _run("--graph=two_losses", f"--checkpoint={train_dir}/best", f"--output_json={out_json}", *extra,
-                  tool=evaluate)
-      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-      self.assertRegex(proc.stdout, r"aux_ce\s+\S+\s+\S+\s+\d\.\d{6}")
-      with open(out_json) as f:
-        results.append(json.load(f))
-    files, memory = results
-    self.assertEqual(files["num_seqs"], 48)
-    self.assertEqual(memory["num_seqs"], 48)
-    for name in ("tag_ce", "aux_ce", "tag_err"):
-      self.assertAlmostEqual(files["losses"][name]["figure"] / memory["losses"][name]["figure"], 1.0, delta=1e-6)
-    self.assertAlmostEqual(files["losses"]["aux_ce"]["figure"], min(dev_aux), delta=6e-5)  # the table rounds
+    self.assertLen(dev_aux, 2)
+    out_json = os.path.join(tmp, "eval.json")
+    proc = _run("--graph=two_losses", f"--checkpoint={train_dir}/best", f"--data={data}/dev-*",
+                f"--output_json={out_json}", tool=os.path.join(_ROOT, "tools", "evaluate.py"))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertRegex(proc.stdout, r"aux_ce\s+\S+\s+\S+\s+\d\.\d{6}")
+    with open(out_json) as f:
+      result = json.load(f)
+    self.assertEqual(result["num_seqs"], 48)
+    self.assertEqual(sorted(result["losses"]), ["aux_ce", "tag_ce", "tag_err"])
+    self.assertTrue(result["losses"]["tag_err"]["as_error"])
+    self.assertAlmostEqual(result["losses"]["aux_ce"]["figure"], min(dev_aux), delta=6e-5)  # the table rounds
 
   def test_bad_lr_control_loss(self):
     proc = _run("--graph=two_losses", f"--train_dir={testing_graphs.tempdir(self)}", "--max_seqs=8",
