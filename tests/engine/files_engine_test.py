@@ -94,6 +94,26 @@ class FilesEngineTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, r"checkpoint '/nonexistent/model.001' does not exist"):
       evaluation.evaluate_checkpoint(two_losses, "/nonexistent/model.001", seqs=_DEV)
 
+  def test_skip_corrupt_records_trains_on_the_rest(self):
+    tmp = testing_graphs.tempdir(self)
+    (path,) = records.write_shards(tmp, two_losses.extern_data_template(), _TRAIN[:10])
+    raw = bytearray(open(path, "rb").read())
+    offset = 0
+    for _ in range(8):  # to record 8: TF's reader then skips records 8..10
+      offset += 16 + int(np.frombuffer(bytes(raw[offset:offset + 8]), "<u8")[0])
+    raw[offset + 20] ^= 0xFF
+    with open(path, "wb") as f:
+      f.write(bytes(raw))
+    with self.assertRaisesRegex(ValueError, r"has corrupt records: record 8 \(unreadable"):
+      engine.Engine(two_losses, _config(testing_graphs.tempdir(self), train_data=path), dev_data=[])
+    with engine.Engine(two_losses, _config(testing_graphs.tempdir(self), num_epochs=1, train_data=path,
+                                           skip_corrupt_records=True), dev_data=[]) as eng:
+      self.assertEqual(eng.num_skipped_records, {"train": 3})
+      self.assertEqual(eng.num_seqs["train"], 7)
+      eng.train()
+      frames = sum(inv_norm for _, inv_norm in (b["tag_ce"] for b in eng.evaluate_batches("train")))
+    self.assertEqual(frames, sum(len(s["data"]) for s in _TRAIN[:7]))  # the 7 sequences before the corrupt record
+
   def test_max_seqs_and_data_given_twice(self):
     train, dev = _files(self)
     with engine.Engine(two_losses, _config(testing_graphs.tempdir(self), num_epochs=1, train_data=train,
