@@ -13,6 +13,11 @@ Contract of a graph module ``graphs/<name>.py`` (RETURNN's config-function style
   ``split`` in ``"train"``, ``"dev"``: one dict per sequence, name → numpy array of the template's
   shape without the batch axis and with the dynamic axes at their true (unpadded) length, dtype equal
   to the template's; deterministic; at most ``max_seqs`` sequences (tests use small subsets).
+- ``dataset_from_files(files: tf.data.Dataset, *, extern_data: rc.TensorDict) -> tf.data.Dataset``
+  (optional): reads ``--train_data`` / ``--dev_data`` files of the module's own format; ``files``
+  yields file names (scalar ``tf.string``) in the epoch's order, the result one sequence per element
+  (``{input name: tensor}``, no batch axis, true lengths). Without it the files are the engine's
+  record files (``returnn_rc/engine/records.py``, written by ``tools/make_dataset.py``).
 - ``get_model(*, epoch, step)``: creates the variables (in the current ``tf.compat.v1`` graph) and
   returns the model object. The graph is built once, so ``epoch`` / ``step`` are the graph's
   symbolic scalar int64 tensors (``rc.graph_state``), not Python ints.

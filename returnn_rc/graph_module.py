@@ -10,6 +10,14 @@ A graph module (RETURNN's config-function style; examples in the repository's ``
 - optional ``model_outputs_template([extern_data]) -> rc.TensorDict``: the expected outputs.
 - optional ``default_data(split, max_seqs=None) -> list[dict[str, np.ndarray]]``: the built-in data,
   one dict per sequence (no batch axis, dynamic axes at their true length).
+- optional ``dataset_from_files(files: tf.data.Dataset, *, extern_data: rc.TensorDict) -> tf.data.Dataset``:
+  reads files of the module's own format (instead of the engine's record files, see
+  ``returnn_rc.engine.records``). ``files`` yields the file names (scalar ``tf.string``, already
+  globbed and in the epoch's order); the result yields one sequence per element, a dict input name
+  → tensor of ``extern_data``'s shape without the batch axis (dynamic axes at their true length) and
+  its dtype. Build it from ``tf.data`` ops (e.g. ``files.interleave(tf.data.TextLineDataset, ...)``
+  + a parallel ``map``), not ``from_generator``, to keep Python out of the per-sequence path. The
+  engine adds the lengths, shuffling, bucketing and batching (``returnn_rc.engine.data.DATASET_HOOK``).
 
 This module is core: it knows nothing of the engine, the export or the ``graphs`` package.
 """

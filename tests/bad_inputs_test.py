@@ -14,7 +14,9 @@ import tensorflow as tf
 from absl.testing import absltest, parameterized
 
 import returnn_rc as rc
+from graphs import char_lm, two_losses
 from returnn_rc import engine, export, graph_module
+from returnn_rc.engine import records
 from returnn_rc.export import forwarding
 from tests.engine import testing_graphs
 
@@ -342,6 +344,76 @@ def _engine_nan_loss():
     eng.train()
 
 
+def _nothing_written(train_engine):
+  """Runs ``train_engine(train_dir)`` (which must raise) and checks that it wrote nothing to ``train_dir``."""
+  train_dir = os.path.join(_tmp(), "train_dir")
+  try:
+    train_engine(train_dir)
+  finally:
+    if os.path.exists(train_dir):
+      raise AssertionError(f"the failed run wrote {train_dir}: {os.listdir(train_dir)}")
+
+
+def _files_engine(pattern):
+  _nothing_written(lambda train_dir: engine.Engine(
+      two_losses, engine.EngineConfig(train_dir=train_dir, train_data=pattern), dev_data=[]))
+
+
+def _two_losses_records():
+  """A record file of two_losses' default train data (8 sequences); returns its path."""
+  (path,) = records.write_shards(_tmp(), two_losses.extern_data_template(), two_losses.default_data("train", 8))
+  return path
+
+
+def _data_glob_matches_nothing():
+  _files_engine(os.path.join(_tmp(), "nothing-*"))
+
+
+def _data_empty_file():
+  path = os.path.join(_tmp(), "empty.tfrecord")
+  open(path, "w").close()
+  _files_engine(path)
+
+
+def _data_other_format():
+  path = os.path.join(_tmp(), "lines.txt")
+  with open(path, "w") as f:
+    f.write("this is a text file, not a TFRecord file\n" * 5)
+  _files_engine(path)
+
+
+def _data_tfrecord_without_schema():
+  path = os.path.join(_tmp(), "plain.tfrecord")
+  with tf.io.TFRecordWriter(path) as w:
+    w.write(tf.train.Example(features=tf.train.Features(feature={"ids": tf.train.Feature(
+        int64_list=tf.train.Int64List(value=[1, 2, 3]))})).SerializeToString())
+  _files_engine(path)
+
+
+def _data_other_graphs_schema():
+  (path,) = records.write_shards(_tmp(), char_lm.extern_data_template(), char_lm.default_data("dev", 4),
+                                 graph_name="char_lm")
+  _files_engine(path)
+
+
+def _data_corrupted_record():
+  path = _two_losses_records()
+  raw = bytearray(open(path, "rb").read())
+  offset = 0
+  for _ in range(2):  # to record 2 (the second sequence record)
+    offset += 16 + int(np.frombuffer(bytes(raw[offset:offset + 8]), "<u8")[0])
+  raw[offset + 12 + 5] ^= 0xFF
+  with open(path, "wb") as f:
+    f.write(bytes(raw))
+  _files_engine(path)
+
+
+def _option_engine(**options):
+  _nothing_written(lambda train_dir: engine.Engine(
+      testing_graphs.make_sum_graph(), engine.EngineConfig(train_dir=train_dir, **options),
+      train_data=testing_graphs.sum_data([2, 3]), dev_data=[]))
+
+
 def _export_no_output():
   module = testing_graphs.make_sum_graph()
   module.forward_step = lambda *, model, extern_data: None
@@ -534,6 +606,27 @@ BAD_INPUTS = [
      _engine_other_models_train_dir),
     ("engine", "NaN loss in a batch", engine.NonFiniteLossError, r"loss 'x' is not finite .*in epoch 1, step 0",
      _engine_nan_loss),
+    ("data", "file glob matches nothing", ValueError, r"train data: no file matches '.*/nothing-\*'",
+     _data_glob_matches_nothing),
+    ("data", "empty record file", ValueError, r"record file '.*/empty.tfrecord' is empty \(0 bytes\)",
+     _data_empty_file),
+    ("data", "file of another format", ValueError, r"record file '.*/lines.txt' is not a TFRecord file of returnn_rc "
+     r"records", _data_other_format),
+    ("data", "TFRecord file without schema record", ValueError, r"'.*/plain.tfrecord' is a TFRecord file but its first "
+     r"record is not a returnn_rc schema record", _data_tfrecord_without_schema),
+    ("data", "file of another graph's schema", ValueError, r"\(written for graph 'char_lm'\) holds \{data: int32 \[T\] "
+     r"sparse 96\}, but graph 'two_losses' expects \{data: int32 \[T\] sparse 10; tags: .*input 'tags' missing",
+     _data_other_graphs_schema),
+    ("data", "corrupted record", ValueError, r"record file '.*/data-00000-of-00001.tfrecord' has corrupt records: "
+     r"record 2 \(unreadable: corrupted record at \d+", _data_corrupted_record),
+    ("engine", "gradient accumulation k < 1", ValueError, r"accum_grad_multiple_step \(k\) must be an int >= 1, got 0",
+     lambda: _option_engine(accum_grad_multiple_step=0)),
+    ("engine", "clip norm <= 0", ValueError, r"grad_clip_global_norm must be a finite float > 0 \(or None: no "
+     r"clipping\), got 0.0", lambda: _option_engine(grad_clip_global_norm=0.0)),
+    ("engine", "unknown optimizer", ValueError, r"unknown optimizer 'sgdd'; expected one of \['adam', 'adamw', "
+     r"'momentum'\]", lambda: _option_engine(optimizer="sgdd")),
+    ("engine", "unknown learning-rate schedule", ValueError, r"unknown learning-rate schedule 'cosine'",
+     lambda: _option_engine(lr_schedule="cosine")),
     ("export", "no marked output", ValueError, r"forward_step marked no output", _export_no_output),
     ("export", "export dir not empty", ValueError, r"already exists and is not empty; pass overwrite=True",
      _export_dir_not_empty),

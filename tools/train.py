@@ -3,6 +3,7 @@
   python tools/train.py                       # char LM, a short run (~1.5 min on 2 CPU cores)
   python tools/train.py --graph=two_losses --num_epochs=5
   python tools/train.py --fresh               # start over in --train_dir
+  python tools/train.py --train_data='data/char_lm/train-*' --dev_data='data/char_lm/dev-*'   # record files
 
 Prints a per-epoch table of train and dev figures (Σ summed / Σ inv_norm per loss; "(err)" marks
 as_error losses); writes checkpoints, train_state.json and TensorBoard events to --train_dir.
@@ -15,6 +16,8 @@ import time
 
 import graph_names
 from absl import app, flags, logging
+
+import train_options
 
 _GRAPH = flags.DEFINE_string(
     "graph", "char_lm",
@@ -61,6 +64,7 @@ _EXPORT_DIR = flags.DEFINE_string(
     "--overwrite_export) hold an earlier export.")
 _OVERWRITE_EXPORT = flags.DEFINE_bool("overwrite_export", False, "Allow --export_dir to replace an earlier export "
                                       "(only an export is replaced; anything else is refused).")
+flags.adopt_module_key_flags(train_options)  # data from files, optimizer, clipping, accumulation, schedule, best-N
 
 
 def main(argv):
@@ -82,7 +86,8 @@ def main(argv):
       train_dir=train_dir, num_epochs=_NUM_EPOCHS.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value, lr_control_loss=_LR_CONTROL_LOSS.value, lr_decay=_LR_DECAY.value,
       seed=_SEED.value, xla=_XLA.value, pad_to_bucket_boundary=_PAD_TO_BUCKET_BOUNDARY.value, fresh=_FRESH.value,
-      keep_checkpoints=_KEEP_CHECKPOINTS.value, log_every_secs=_LOG_EVERY_SECS.value, max_seqs=_MAX_SEQS.value)
+      keep_checkpoints=_KEEP_CHECKPOINTS.value, log_every_secs=_LOG_EVERY_SECS.value, max_seqs=_MAX_SEQS.value,
+      **train_options.engine_config_kwargs())
   try:  # every check before anything is written
     config.validate()
     if _EXPORT_DIR.value:
@@ -92,12 +97,17 @@ def main(argv):
   except (TypeError, ValueError) as exc:
     raise app.UsageError(str(exc)) from None
   start = time.time()
-  with engine.Engine(module, config) as eng:
+  with engine.Engine(module, config, hooks=train_options.hooks(train_dir)) as eng:
     logging.info("graph %s: %d train / %d dev sequences; train_dir %s; losses %s (errors %s); lr control on %r",
                  name, eng.num_seqs["train"], eng.num_seqs["dev"], os.path.abspath(train_dir),
                  eng.loss_names, eng.error_names, eng.lr_control.loss_name)
     eng.train()
     checkpoint = eng.latest_checkpoint()
+    skipped = {split: n for split, n in eng.num_skipped_records.items() if n}
+    if skipped:
+      print(f"skipped corrupt records: {skipped}")
+    if eng.best_checkpoint():
+      print(f"best checkpoint by {eng.best_checkpoint_loss}: {eng.best_checkpoint()}")
     print(f"\n{name}: per-epoch figures (Σ summed / Σ inv_norm per loss)\n{eng.table()}")
     print(f"wall time {time.time() - start:.1f}s; checkpoint {checkpoint}; TensorBoard: "
           f"tensorboard --logdir {os.path.abspath(train_dir)}")

@@ -3,14 +3,17 @@
 One graph per model holds everything (built once, then ``graph.finalize()``-d):
 
 - the input: one reinitializable ``tf.data`` iterator over length-bucketed padded batches
-  (:mod:`returnn_rc.engine.data`), initialised per epoch for the train split (order = f(seed, epoch))
-  or for the dev split; the model's extern data wraps ``iterator.get_next()``;
+  (:mod:`returnn_rc.engine.data`) of in-memory sequences or of record files
+  (``EngineConfig.train_data`` / ``dev_data``), initialised per epoch for the train split
+  (order = f(seed, epoch)) or for the dev split; the model's extern data wraps ``iterator.get_next()``;
 - on it, the training graph of :func:`returnn_rc.engine.train_graph.build_train_graph` (the builder
   the conformance suites and benchmarks use too): graph state, model, losses, optimizer, learning
   rate, forward outputs in the same graph, ``Saver``.
 
 Per step one ``Session.run`` fetches the train op and ``rc.report_fetches`` (summed, inv norm per
-loss); per-epoch figures are ``Σ summed / Σ inv_norm`` (``rc.EpochAccumulator``).
+loss), plus what ``SessionRunHook``s request (:mod:`returnn_rc.engine.hooks`); per-epoch figures
+are ``Σ summed / Σ inv_norm`` (``rc.EpochAccumulator``). After each epoch's checkpoint the best
+N checkpoints by a dev figure are kept apart (:mod:`returnn_rc.engine.best_checkpoints`).
 
 Determinism: variable initialisers are seeded through the graph seed; the data order of an epoch
 depends on ``(seed, epoch)``; dropout masks are stateless functions of ``(seed, op, step)``
@@ -24,7 +27,7 @@ import dataclasses
 import math
 import numbers
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -34,7 +37,10 @@ from returnn_rc import checkpoint_compat
 from returnn_rc import graph_module as _graph_module
 from returnn_rc.engine import checkpoints
 from returnn_rc.engine import data as _data
+from returnn_rc.engine.best_checkpoints import BestCheckpoints, delete_best
 from returnn_rc.engine.history import EpochResult, SummaryWriter, format_table
+from returnn_rc.engine.hooks import HookRunner, SessionRunHook
+from returnn_rc.engine.lr_control import check_loss_name
 from returnn_rc.engine.train_graph import TrainGraphConfig, build_train_graph
 from returnn_rc.reporting import EpochAccumulator
 
@@ -67,6 +73,18 @@ class EngineConfig:
     log_every_secs: progress logging interval within an epoch, seconds > 0.
     max_seqs: use at most this many train sequences (dev: a tenth, at least 1), >= 1; None: all.
     save_checkpoints: write a checkpoint after each epoch.
+    train_data / dev_data: a glob (or list of globs) of record files (:mod:`returnn_rc.engine.records`,
+      or the graph module's own format through its ``dataset_from_files``) to stream instead of the
+      in-memory lists; None: the lists passed to :class:`Engine`, else ``default_data``.
+    skip_corrupt_records: skip corrupt records of the files (counted and logged) instead of refusing them.
+    shuffle_buffer: sequences in the shuffle buffer of the file source.
+    optimizer / weight_decay / momentum / grad_clip_global_norm / accum_grad_multiple_step /
+    lr_warmup_steps / lr_schedule / lr_schedule_steps / lr_schedule_rate: the update and the
+      learning-rate schedule, see :class:`returnn_rc.engine.train_graph.TrainGraphConfig`.
+    keep_best_checkpoints: keep the best N checkpoints by ``best_checkpoint_loss`` in
+      ``<train_dir>/best`` (0: off), besides the last ``keep_checkpoints``.
+    best_checkpoint_loss: the loss whose epoch figure (dev, else train; lower is better) ranks
+      checkpoints; None: the learning-rate control's loss.
   """
 
   train_dir: str
@@ -84,6 +102,21 @@ class EngineConfig:
   log_every_secs: float = 20.0
   max_seqs: Optional[int] = None
   save_checkpoints: bool = True
+  train_data: Optional[Union[str, Sequence[str]]] = None
+  dev_data: Optional[Union[str, Sequence[str]]] = None
+  skip_corrupt_records: bool = False
+  shuffle_buffer: int = _data.DEFAULT_SHUFFLE_BUFFER
+  optimizer: str = "adam"
+  weight_decay: float = 0.0
+  momentum: float = 0.9
+  grad_clip_global_norm: Optional[float] = None
+  accum_grad_multiple_step: int = 1
+  lr_warmup_steps: int = 0
+  lr_schedule: str = "constant"
+  lr_schedule_steps: int = 0
+  lr_schedule_rate: float = 1.0
+  keep_best_checkpoints: int = 0
+  best_checkpoint_loss: Optional[str] = None
 
   def validate(self) -> None:
     """``TypeError`` / ``ValueError`` naming the first bad option and what is expected; writes nothing."""
@@ -103,12 +136,25 @@ class EngineConfig:
     for name in ("xla", "pad_to_bucket_boundary", "fresh", "save_checkpoints"):
       if not isinstance(getattr(self, name), (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+    if not isinstance(self.skip_corrupt_records, (bool, np.bool_)):
+      raise TypeError(f"skip_corrupt_records must be a bool, got {self.skip_corrupt_records!r}")
+    _check_int("keep_best_checkpoints", self.keep_best_checkpoints, minimum=0)
+    _check_int("shuffle_buffer", self.shuffle_buffer, minimum=1)
+    if self.best_checkpoint_loss is not None and (
+        not isinstance(self.best_checkpoint_loss, str) or not self.best_checkpoint_loss):
+      raise ValueError(f"best_checkpoint_loss must be None or a loss name, got {self.best_checkpoint_loss!r}")
+    self.train_graph_config()  # checks the update and schedule options
 
   def train_graph_config(self) -> TrainGraphConfig:
     """The options of the training graph (:func:`returnn_rc.engine.train_graph.build_train_graph`)."""
     return TrainGraphConfig(seed=self.seed, learning_rate=self.learning_rate, lr_control_loss=self.lr_control_loss,
                             lr_decay=self.lr_decay, lr_decay_threshold=self.lr_decay_threshold, xla=self.xla,
-                            max_to_keep=self.keep_checkpoints)
+                            max_to_keep=self.keep_checkpoints, optimizer=self.optimizer,
+                            weight_decay=self.weight_decay, momentum=self.momentum,
+                            grad_clip_global_norm=self.grad_clip_global_norm,
+                            accum_grad_multiple_step=self.accum_grad_multiple_step,
+                            lr_warmup_steps=self.lr_warmup_steps, lr_schedule=self.lr_schedule,
+                            lr_schedule_steps=self.lr_schedule_steps, lr_schedule_rate=self.lr_schedule_rate)
 
 
 def _check_int(name: str, value: Any, *, minimum: int, maximum: Optional[int] = None) -> None:
@@ -136,15 +182,20 @@ class Engine:
     graph_module: a module (or object) with the functions of ``graphs/__init__.py``.
     config: :class:`EngineConfig`.
     train_data / dev_data: lists of sequences (``{name: np.ndarray}``); default:
-      ``graph_module.default_data("train" / "dev")`` (a module without ``default_data`` needs
-      ``train_data``; its dev set is then empty). ``dev_data=[]`` means no dev set.
+      ``config.train_data`` / ``dev_data`` (files), else ``graph_module.default_data("train" / "dev")`` (a
+      module without ``default_data`` needs ``train_data``; its dev set is then empty). ``dev_data=[]`` means
+      no dev set.
+    hooks: ``tf.compat.v1.train.SessionRunHook``s run at every train step
+      (:mod:`returnn_rc.engine.hooks`), or a function ``TrainGraph -> list of hooks`` (called after the
+      graph is built, so hooks can refer to its tensors, e.g. ``tg.learning_rate``).
   Raises:
     TypeError / ValueError: a bad option, bad data, a bad graph module, another model's checkpoint.
     RuntimeError: checkpoints in ``train_dir`` of which none restores.
   """
 
   def __init__(self, graph_module: Any, config: EngineConfig, *, train_data: Optional[Sequence] = None,
-               dev_data: Optional[Sequence] = None):
+               dev_data: Optional[Sequence] = None,
+               hooks: Union[None, Sequence[SessionRunHook], Callable[[Any], Sequence[SessionRunHook]]] = None):
     if not isinstance(config, EngineConfig):
       raise TypeError(f"config must be an EngineConfig, got {type(config).__name__}")
     config.validate()
@@ -152,12 +203,24 @@ class Engine:
     self.module = graph_module
     self.config = config
     self.graph_name = _graph_module.graph_name_of(graph_module)
-    if train_data is None:
+    self._hooks_arg = hooks
+    self._hooks = HookRunner(None if callable(hooks) and not isinstance(hooks, SessionRunHook) else hooks)
+    self._files: Dict[str, _data.FileData] = {}
+    for split, given, patterns in (("train", train_data, config.train_data), ("dev", dev_data, config.dev_data)):
+      if patterns is not None:
+        if given is not None:
+          raise ValueError(f"{split} data given twice: as a list of sequences and as files "
+                           f"EngineConfig.{split}_data={patterns!r}; give one")
+        template = _graph_module.extern_data_template(graph_module)
+        self._files[split] = _data.scan_files(
+            patterns, template, what=f"graph {self.graph_name!r} {split} data", graph_name=self.graph_name,
+            skip_corrupt=config.skip_corrupt_records, reader=_data.dataset_hook(graph_module))
+    if train_data is None and "train" not in self._files:
       train_data = _graph_module.default_data(graph_module, "train")
-    self._train_data = _as_list(train_data, "train_data")
-    if dev_data is None:
+    self._train_data = _as_list(train_data, "train_data") if train_data is not None else []
+    if dev_data is None and "dev" not in self._files:
       dev_data = _graph_module.default_data(graph_module, "dev") if hasattr(graph_module, "default_data") else []
-    self._dev_data = _as_list(dev_data, "dev_data")
+    self._dev_data = _as_list(dev_data, "dev_data") if dev_data is not None else []
     if config.max_seqs is not None:
       self._train_data = self._train_data[:config.max_seqs]
       self._dev_data = self._dev_data[:max(1, config.max_seqs // 10)]
@@ -166,6 +229,8 @@ class Engine:
     self._iterator_user = 0  # which loop / generator last initialised the input iterator
     self._closed = False
     self._writer = None
+    self._rollback = False
+    self._best: Optional[BestCheckpoints] = None
     self._build()
     self._session = tf.compat.v1.Session(graph=self.graph)
     try:
@@ -174,11 +239,16 @@ class Engine:
         deleted = self._ckpt.delete_own_files()
         if deleted:
           logging.info("fresh start: deleted the engine's files in %s: %s", self._ckpt.train_dir, deleted)
+        delete_best(config.train_dir)
+      if config.keep_best_checkpoints and config.save_checkpoints:
+        self._best = BestCheckpoints(config.train_dir, keep=config.keep_best_checkpoints,
+                                     loss_name=self.best_checkpoint_loss)
       restored = self._restore_or_init()
       self._ckpt.prepare()
       if restored is not None and restored.warnings:
         self._ckpt.repair_state_file(restored)
       self._ckpt.recover_rotation(self._saver)
+      self._hooks.after_create_session(self._session)
       with self.graph.as_default():  # the v1 FileWriter refuses eager mode; it adds no ops
         self._writer = SummaryWriter(self._ckpt.train_dir, filename_suffix=checkpoints.EVENTS_SUFFIX)
     except BaseException:
@@ -194,18 +264,22 @@ class Engine:
     self.graph = tf.Graph()
     with self.graph.as_default():
       template = _graph_module.extern_data_template(self.module)
-      _data.check_data(template, self._train_data, what=f"{what} train data")
+      if "train" not in self._files:
+        _data.check_data(template, self._train_data, what=f"{what} train data")
       if self._dev_data:
         _data.check_data(template, self._dev_data, what=f"{what} dev data")
       with tf.name_scope("data"):
         self._order_seed = tf.compat.v1.placeholder(tf.int64, (), name="epoch_order_seed")
-        datasets = {"train": _data.make_dataset(template, self._train_data, batch_size=cfg.batch_size,
-                                                order_seed=self._order_seed, shuffle=True, seed=cfg.seed,
-                                                pad_to_bucket_boundary=cfg.pad_to_bucket_boundary)}
-        if self._dev_data:
-          datasets["dev"] = _data.make_dataset(template, self._dev_data, batch_size=cfg.batch_size,
-                                               order_seed=self._order_seed, shuffle=False, seed=cfg.seed,
-                                               pad_to_bucket_boundary=cfg.pad_to_bucket_boundary)
+        datasets = {}
+        for split, seqs in (("train", self._train_data), ("dev", self._dev_data)):
+          opts = dict(batch_size=cfg.batch_size, order_seed=self._order_seed, shuffle=split == "train", seed=cfg.seed,
+                      pad_to_bucket_boundary=cfg.pad_to_bucket_boundary)
+          if split in self._files:
+            max_seqs = cfg.max_seqs if split == "train" or cfg.max_seqs is None else max(1, cfg.max_seqs // 10)
+            datasets[split] = _data.make_file_dataset(template, self._files[split], shuffle_buffer=cfg.shuffle_buffer,
+                                                      max_seqs=max_seqs, **opts)
+          elif seqs:
+            datasets[split] = _data.make_dataset(template, seqs, **opts)
         train_ds = datasets["train"]
         iterator = tf.compat.v1.data.Iterator.from_structure(
             tf.compat.v1.data.get_output_types(train_ds), tf.compat.v1.data.get_output_shapes(train_ds))
@@ -222,6 +296,10 @@ class Engine:
       self._var_specs = checkpoint_compat.variable_specs(tg.variables)
       self._saver = tg.saver
       self._init_op = tg.init_op
+      self.best_checkpoint_loss = check_loss_name(cfg.best_checkpoint_loss or tg.lr_control.loss_name, tg.loss_names)
+      if callable(self._hooks_arg) and not isinstance(self._hooks_arg, SessionRunHook):
+        self._hooks = HookRunner(self._hooks_arg(tg))
+      self._hooks.begin()  # hooks may add ops
     self.graph.finalize()
 
   # --- checkpoints ------------------------------------------------------------------------------
@@ -233,8 +311,10 @@ class Engine:
     if restored is None:
       self._session.run(self._init_op)
       self.completed_epoch = 0
+      self.history = []
       return None
     self._checkpoint_path = restored.path
+    self._session.run(self.train_graph.local_init_op)  # gradient accumulators: not checkpointed
     self.completed_epoch = self.graph_state.get_epoch(self._session)
     history = restored.state.get("history", [])
     try:
@@ -251,8 +331,22 @@ class Engine:
 
   @property
   def num_seqs(self) -> Dict[str, int]:
-    """Number of sequences per split."""
-    return {"train": len(self._train_data), "dev": len(self._dev_data)}
+    """Number of sequences per split (of files: as scanned, at most ``max_seqs`` / a tenth of it)."""
+    out = {"train": len(self._train_data), "dev": len(self._dev_data)}
+    for split, files in self._files.items():
+      out[split] = files.num_seqs
+      if self.config.max_seqs is not None:
+        out[split] = min(out[split], self.config.max_seqs if split == "train" else max(1, self.config.max_seqs // 10))
+    return out
+
+  @property
+  def num_skipped_records(self) -> Dict[str, int]:
+    """Corrupt records skipped per split of files (``skip_corrupt_records``)."""
+    return {split: files.num_skipped for split, files in self._files.items()}
+
+  def best_checkpoint(self) -> Optional[str]:
+    """Path prefix of the best kept checkpoint (``keep_best_checkpoints``), or None."""
+    return self._best.best() if self._best is not None else None
 
   @property
   def session(self) -> tf.compat.v1.Session:
@@ -280,11 +374,21 @@ class Engine:
       _check_int("num_epochs", num_epochs, minimum=1)
     self._check_open()
     last = self.config.num_epochs if num_epochs is None else num_epochs
+    if self._rollback:  # a hook stopped the last call mid-epoch: back to the last complete epoch
+      restored = self._restore_or_init()
+      if restored is None:  # no checkpoint yet: start over, as an uninterrupted run would
+        self.history = []
+      self._rollback = False
     if self.completed_epoch >= last:
       logging.info("%s: already trained %d epochs (asked for %d); nothing to do", self.graph_name,
                    self.completed_epoch, last)
     for epoch in range(self.completed_epoch + 1, last + 1):
       result = self._train_epoch(epoch)
+      if result is None:
+        logging.info("epoch %d: a hook requested a stop at step %d; the epoch is incomplete and not checkpointed "
+                     "(the latest checkpoint is of epoch %d)", epoch, self.step, self.completed_epoch)
+        self._rollback = True
+        break
       if "dev" in self._iter_init:
         result.dev = self.evaluate("dev")
         self._writer.scalars("epoch_dev", result.dev, result.step)
@@ -300,12 +404,16 @@ class Engine:
       if self.config.save_checkpoints:
         self._checkpoint_path = self._ckpt.save(self._session, self._saver, epoch=epoch,
                                                 history=[h.to_json() for h in self.history])
+        if self._best is not None:
+          self._best.update(self._checkpoint_path, epoch=epoch, figure=figures[self.best_checkpoint_loss])
       logging.info("epoch %d done: %d steps in %.1fs (%.1f steps/s); train %s; dev %s", epoch, result.num_batches,
                    result.seconds, result.steps_per_sec, _fmt_figures(result.train),
                    _fmt_figures(result.dev))
+    self._hooks.end(self._session)
     return self.history
 
-  def _train_epoch(self, epoch: int) -> EpochResult:
+  def _train_epoch(self, epoch: int) -> Optional[EpochResult]:
+    """Trains one epoch; None if a hook requested a stop."""
     sess, gs = self._session, self.graph_state
     gs.set_epoch(sess, epoch)
     self._init_iterator("train", order_seed=epoch)
@@ -317,7 +425,7 @@ class Engine:
     start = time.time()
     while True:
       try:
-        _, fetched = sess.run([self._train_op, self._fetches], feed_dict=feed)
+        (_, fetched), stop = self._hooks.run(sess, [self._train_op, self._fetches], feed)
       except tf.errors.OutOfRangeError:
         break
       self._check_finite(fetched, epoch=epoch, step=step, batch=acc.num_batches)
@@ -325,12 +433,15 @@ class Engine:
       batch_figures.append(figures)
       self._writer.scalars("train", figures, step)
       step += 1
+      if stop:
+        return None
       logging.log_every_n_seconds(
           logging.INFO, "epoch %d: step %d, %d batches, %.1f steps/s; so far %s", self.config.log_every_secs,
           epoch, step, acc.num_batches, acc.num_batches / max(time.time() - start, 1e-9), _fmt_figures(acc.figures()))
-    seconds = time.time() - start
     if not acc.num_batches:
       raise RuntimeError(f"epoch {epoch}: the train data yielded no batch")
+    sess.run(self.train_graph.flush_op)  # gradients accumulated since the last update (accumulation)
+    seconds = time.time() - start
     return EpochResult(epoch=epoch, step=step, learning_rate=lr, train=acc.figures(), dev={},
                        num_batches=acc.num_batches, steps_per_sec=acc.num_batches / max(seconds, 1e-9),
                        seconds=seconds, batch_figures=batch_figures)

@@ -8,9 +8,11 @@ made (the engine: a ``tf.data`` iterator's ``get_next()``; a test: placeholders 
 - the graph seed and the stateless-dropout seed (:func:`returnn_rc.nn.set_stateless_dropout_seed`);
 - the symbolic train flag / step / epoch (:mod:`returnn_rc.graph_state`) and ``get_model``;
 - ``train_step`` in a train-step run context, every loss's reductions, ``total_loss``;
-- the learning-rate variables (:mod:`returnn_rc.engine.lr_control`), the optimizer's dense
-  gradients of ``total_loss`` (:func:`dense_gradients`) and the train op advancing the global step,
-  optionally inside ``jit_scope`` (XLA);
+- the learning-rate variables (:mod:`returnn_rc.engine.lr_control`) times the warm-up / schedule
+  factor of the global step (:mod:`returnn_rc.engine.lr_schedule`), the optimizer's dense gradients
+  of ``total_loss`` (:func:`dense_gradients`) and the train op advancing the global step, with the
+  chosen optimizer, decoupled weight decay, global-norm clipping and exact gradient accumulation
+  (:mod:`returnn_rc.engine.updates`), optionally inside ``jit_scope`` (XLA);
 - ``forward_step`` in a forward-step run context, in the *same* graph on the same model object
   (one set of variables, one checkpoint), checked against ``model_outputs_template``;
 - the ``Saver`` over all global variables and the initialiser.
@@ -22,13 +24,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
 from returnn_rc import graph_module as _graph_module
 from returnn_rc import graph_state as _graph_state
 from returnn_rc import nn as _nn
+from returnn_rc.engine import lr_schedule as _lr_schedule
+from returnn_rc.engine import updates as _updates
 from returnn_rc.engine.lr_control import NewbobLR, check_loss_name
 from returnn_rc.losses import Loss
 from returnn_rc.reporting import report_fetches
@@ -51,6 +55,18 @@ class TrainGraphConfig:
     train_flag: ``"placeholder"`` / ``"variable"`` (the graph state's symbolic flag of that kind), or a
       Python bool (a static flag: nothing symbolic in the model; for tests and benchmarks).
     max_to_keep: the ``Saver``'s rotation (``Saver(max_to_keep=...)``); None: no rotation.
+    optimizer: ``"adam"``, ``"adamw"`` (Adam + decoupled weight decay) or ``"momentum"`` (SGD with
+      momentum); see :mod:`returnn_rc.engine.updates`.
+    weight_decay: decoupled weight decay of ``"adamw"``: ``var -= lr * weight_decay * var`` per update.
+    momentum: momentum of ``"momentum"``, in ``[0, 1)``.
+    grad_clip_global_norm: clip the update's gradient to this global norm (> 0); None: no clipping.
+    accum_grad_multiple_step: ``k >= 1``: update once per ``k`` batches with the gradient of the
+      ``k`` batches as one batch (exact normalisation; ``TrainGraph.flush_op`` applies a partial group).
+    lr_warmup_steps: linear warm-up over this many steps (0: none).
+    lr_schedule: ``"constant"``, ``"exponential"``, ``"step"`` or ``"inverse_sqrt"`` of the global step,
+      multiplying the Newbob rate (:mod:`returnn_rc.engine.lr_schedule`).
+    lr_schedule_steps: the schedule's step scale (decay steps; the pivot of ``"inverse_sqrt"``).
+    lr_schedule_rate: the decay factor per ``lr_schedule_steps`` of ``"exponential"`` / ``"step"``.
   """
 
   seed: int = 42
@@ -61,6 +77,26 @@ class TrainGraphConfig:
   xla: bool = False
   train_flag: Union[str, bool] = _graph_state.TRAIN_FLAG_PLACEHOLDER
   max_to_keep: Union[int, None] = None
+  optimizer: str = "adam"
+  weight_decay: float = 0.0
+  momentum: float = 0.9
+  grad_clip_global_norm: Optional[float] = None
+  accum_grad_multiple_step: int = 1
+  lr_warmup_steps: int = 0
+  lr_schedule: str = "constant"
+  lr_schedule_steps: int = 0
+  lr_schedule_rate: float = 1.0
+
+  def __post_init__(self):
+    self.check()
+
+  def check(self) -> None:
+    """``ValueError`` naming the option for an unknown optimizer or schedule, or a value out of range."""
+    _updates.check_update_options(
+        optimizer=self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum,
+        grad_clip_global_norm=self.grad_clip_global_norm, accum_grad_multiple_step=self.accum_grad_multiple_step)
+    _lr_schedule.check_schedule(schedule=self.lr_schedule, warmup_steps=self.lr_warmup_steps,
+                                decay_steps=self.lr_schedule_steps, decay_rate=self.lr_schedule_rate)
 
 
 @dataclasses.dataclass
@@ -79,12 +115,18 @@ class TrainGraph:
     total_loss: scalar, what the optimizer minimises.
     report: name → (summed, inv_norm) scalars (:func:`rc.report_fetches`).
     grads: variable name → dense gradient of ``total_loss`` (the trainable variables that have one).
-    train_op: one optimizer step; advances the global step.
+    train_op: one train step (per batch); advances the global step (with accumulation, it updates
+      the variables every ``k``-th batch).
     lr_control: the learning-rate variables and their Newbob control.
     outputs: the marked outputs of ``forward_step``.
     output_fetches: ``"<name>"`` and ``"<name>:size<axis>"`` → tensor, of the outputs.
     variables: all global variables (what the saver stores).
-    saver / init_op: the ``Saver`` over ``variables`` (rotation: ``config.max_to_keep``) and their initialiser.
+    saver / init_op: the ``Saver`` over ``variables`` (rotation: ``config.max_to_keep``) and their initialiser
+      (with ``local_init_op``).
+    learning_rate: scalar, the rate of the current step (Newbob rate times the schedule factor).
+    flush_op: applies gradients accumulated since the last update (run at the end of an epoch);
+      a no-op without accumulation.
+    local_init_op: initialises the accumulators (run after a restore too; they are not checkpointed).
   """
 
   graph: tf.Graph
@@ -107,6 +149,9 @@ class TrainGraph:
   variables: List[tf.Variable]
   saver: tf.compat.v1.train.Saver
   init_op: tf.Operation
+  learning_rate: Optional[tf.Tensor] = None
+  flush_op: Optional[tf.Operation] = None
+  local_init_op: Optional[tf.Operation] = None
 
   def feed_dict(self, *, train: bool) -> Dict[tf.Tensor, bool]:
     """The feeds of the train flag for one ``Session.run`` (none for a variable or static flag)."""
@@ -136,10 +181,12 @@ def build_train_graph(module: Any, extern_data: TensorDict,
     extern_data: the extern data, raw tensors (and dynamic dims' sizes) set, in the current graph.
     config: :class:`TrainGraphConfig`.
   Raises:
-    ValueError: ``train_step`` marked no loss, an unknown ``lr_control_loss``, a bad learning rate;
+    ValueError: ``train_step`` marked no loss, an unknown ``lr_control_loss``, a bad learning rate, an
+      unknown optimizer or schedule, an option out of range;
       outputs not matching ``model_outputs_template`` (``ValueError`` / ``RuntimeError``).
   """
   _graph_module.check_graph_module(module)
+  config.check()
   what = f"graph {_graph_module.graph_name_of(module)!r}"
   graph = tf.compat.v1.get_default_graph()
   tf.compat.v1.set_random_seed(config.seed)
@@ -164,10 +211,15 @@ def build_train_graph(module: Any, extern_data: TensorDict,
                           rel_threshold=config.lr_decay_threshold)
     total = train_ctx.total_loss().get_raw()
     report = report_fetches(train_ctx.losses)
-    optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate=lr_control.learning_rate)
-    grads_and_vars = dense_gradients(optimizer.compute_gradients(total))
-    train_op = optimizer.apply_gradients(grads_and_vars, global_step=gs.step_var)
-  grads = {v.op.name: g for g, v in grads_and_vars if g is not None}
+    learning_rate = lr_control.learning_rate * _lr_schedule.schedule_factor(
+        gs.step, schedule=config.lr_schedule, warmup_steps=config.lr_warmup_steps,
+        decay_steps=config.lr_schedule_steps, decay_rate=config.lr_schedule_rate)
+    update = _updates.build_update(
+        train_ctx.losses, total, learning_rate=learning_rate, step_var=gs.step_var, optimizer=config.optimizer,
+        weight_decay=config.weight_decay, momentum=config.momentum,
+        grad_clip_global_norm=config.grad_clip_global_norm, accum_grad_multiple_step=config.accum_grad_multiple_step)
+    train_op = update.train_op
+  grads = {v.op.name: g for g, v in update.grads_and_vars if g is not None}
   expected = _graph_module.outputs_template(module, extern_data)
   with init_forward_step_run_ctx(expected_outputs=expected, step=gs.step, epoch=gs.epoch) as forward_ctx:
     module.forward_step(model=model, extern_data=extern_data)
@@ -176,9 +228,10 @@ def build_train_graph(module: Any, extern_data: TensorDict,
   output_fetches = outputs.as_raw_tensor_dict() if len(outputs) else {}
   variables = tf.compat.v1.global_variables()
   saver = tf.compat.v1.train.Saver(var_list=variables, max_to_keep=config.max_to_keep, save_relative_paths=True)
-  init_op = tf.compat.v1.global_variables_initializer()
+  init_op = tf.group(tf.compat.v1.global_variables_initializer(), update.local_init_op, name="init")
   return TrainGraph(
       graph=graph, graph_state=gs, train_flag=flag, model=model, extern_data=extern_data, train_ctx=train_ctx,
       forward_ctx=forward_ctx, losses=dict(train_ctx.losses), loss_names=loss_names, error_names=error_names,
       total_loss=total, report=report, grads=grads, train_op=train_op, lr_control=lr_control, outputs=outputs,
-      output_fetches=output_fetches, variables=variables, saver=saver, init_op=init_op)
+      output_fetches=output_fetches, variables=variables, saver=saver, init_op=init_op,
+      learning_rate=learning_rate, flush_op=update.flush_op, local_init_op=update.local_init_op)

@@ -1,6 +1,9 @@
-"""tools/train.py: --help, a short run that prints the table, a re-run that resumes (nothing to do)."""
+"""tools/train.py: --help, a short run that prints the table, a re-run that resumes (nothing to do); the
+record-file flow of the README: tools/make_dataset.py -> tools/train.py --train_data/--dev_data -> tools/evaluate.py."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,9 +16,9 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 _TOOL = os.path.join(_ROOT, "tools", "train.py")
 
 
-def _run(*args, cwd=_ROOT):
+def _run(*args, cwd=_ROOT, tool=_TOOL):
   env = dict(os.environ)
-  return subprocess.run([sys.executable, _TOOL, *args], cwd=cwd, env=env, capture_output=True, text=True,
+  return subprocess.run([sys.executable, tool, *args], cwd=cwd, env=env, capture_output=True, text=True,
                         timeout=300, check=False)
 
 
@@ -25,7 +28,9 @@ class TrainToolTest(parameterized.TestCase):
     proc = _run("--help")  # absl's --help exits with status 1
     self.assertIn(proc.returncode, (0, 1), proc.stderr)
     for flag in ("--graph:", "--train_dir:", "--num_epochs:", "--batch_size:", "--[no]xla:", "--export_dir:",
-                 "--learning_rate:", "--lr_control_loss:", "--seed:", "--[no]fresh:"):
+                 "--learning_rate:", "--lr_control_loss:", "--seed:", "--[no]fresh:", "--train_data:", "--dev_data:",
+                 "--optimizer:", "--grad_clip_global_norm:", "--accum_grad_multiple_step:", "--lr_warmup_steps:",
+                 "--lr_schedule:", "--keep_best_checkpoints:", "--[no]skip_corrupt_records:"):
       self.assertIn(flag, proc.stdout)
 
   def test_run_and_rerun(self):
@@ -39,6 +44,37 @@ class TrainToolTest(parameterized.TestCase):
     self.assertEqual(again.returncode, 0, again.stderr[-3000:])
     self.assertIn("nothing to do", again.stderr)
     self.assertEqual(proc.stdout.split("wall time")[0], again.stdout.split("wall time")[0])
+
+  def test_record_files_flow(self):
+    """make_dataset -> train from the files (AdamW, clipping, accumulation, warm-up, best-2) -> evaluate the best
+    checkpoint from the files: the dev figure of the training table (files vs memory: files_engine_test)."""
+    tmp = testing_graphs.tempdir(self)
+    data, train_dir = os.path.join(tmp, "data"), os.path.join(tmp, "train")
+    proc = _run("--graph=two_losses", "--split=dev", f"--output={data}", "--num_shards=3", "--max_seqs=48",
+                tool=os.path.join(_ROOT, "tools", "make_dataset.py"))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("48 sequences -> 3 file(s)", proc.stdout)
+    proc = _run("--graph=two_losses", f"--train_dir={train_dir}", f"--train_data={data}/dev-*",
+                f"--dev_data={data}/dev-*", "--num_epochs=2", "--batch_size=8", "--optimizer=adamw",
+                "--weight_decay=0.01", "--grad_clip_global_norm=5", "--accum_grad_multiple_step=2",
+                "--lr_warmup_steps=3", "--keep_best_checkpoints=2", "--best_checkpoint_loss=aux_ce")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertIn("best checkpoint by aux_ce:", proc.stdout)
+    table = proc.stdout.split("per loss)\n")[1].split("\nwall time")[0].splitlines()
+    header, rows = re.split(r"\s{2,}", table[0].strip()), [row.split() for row in table[1:]]
+    dev_aux = [float(row[header.index("dev aux_ce")]) for row in rows]
+    self.assertLen(dev_aux, 2)
+    out_json = os.path.join(tmp, "eval.json")
+    proc = _run("--graph=two_losses", f"--checkpoint={train_dir}/best", f"--data={data}/dev-*",
+                f"--output_json={out_json}", tool=os.path.join(_ROOT, "tools", "evaluate.py"))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertRegex(proc.stdout, r"aux_ce\s+\S+\s+\S+\s+\d\.\d{6}")
+    with open(out_json) as f:
+      result = json.load(f)
+    self.assertEqual(result["num_seqs"], 48)
+    self.assertEqual(sorted(result["losses"]), ["aux_ce", "tag_ce", "tag_err"])
+    self.assertTrue(result["losses"]["tag_err"]["as_error"])
+    self.assertAlmostEqual(result["losses"]["aux_ce"]["figure"], min(dev_aux), delta=6e-5)  # the table rounds
 
   def test_bad_lr_control_loss(self):
     proc = _run("--graph=two_losses", f"--train_dir={testing_graphs.tempdir(self)}", "--max_seqs=8",
