@@ -15,6 +15,7 @@ This module is core: it knows nothing of the engine or the export.
 
 from __future__ import annotations
 
+import os
 from typing import Collection, Dict, List, Mapping, Tuple
 
 import tensorflow as tf
@@ -24,6 +25,21 @@ VariableSpecs = Dict[str, Tuple[List[int], str]]
 
 #: How many names of each kind of difference a message lists before it says "... and N more".
 MAX_LISTED = 5
+
+
+def resolve_checkpoint(checkpoint_path: str) -> str:
+  """A checkpoint prefix; a directory gives its latest checkpoint. ``ValueError`` if there is none."""
+  if not isinstance(checkpoint_path, str) or not checkpoint_path:
+    raise ValueError(f"checkpoint_path must be a checkpoint prefix or directory, got {checkpoint_path!r}")
+  if os.path.isdir(checkpoint_path):
+    latest = tf.train.latest_checkpoint(checkpoint_path)
+    if latest is None:
+      raise ValueError(f"checkpoint directory {checkpoint_path!r} holds no checkpoint (no 'checkpoint' index file)")
+    return latest
+  if not tf.io.gfile.exists(checkpoint_path + ".index"):
+    raise ValueError(f"checkpoint {checkpoint_path!r} does not exist (expected a tf.compat.v1.train.Saver "
+                     f"prefix such as 'train_dir/model.003', or a directory)")
+  return checkpoint_path
 
 
 def variable_specs(variables) -> VariableSpecs:

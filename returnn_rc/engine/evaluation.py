@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any, Dict, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from returnn_rc import checkpoint_compat
 from returnn_rc import graph_module as _graph_module
 from returnn_rc.engine import data as _data
 from returnn_rc.engine.train_graph import TrainGraphConfig, build_train_graph
@@ -64,44 +64,16 @@ class Evaluation:
     return "\n".join(lines)
 
 
-def resolve_checkpoint(checkpoint: str) -> str:
-  """A Saver checkpoint prefix; a directory gives its latest checkpoint. ``ValueError`` if there is none."""
-  if not isinstance(checkpoint, str) or not checkpoint:
-    raise ValueError(f"checkpoint must be a checkpoint prefix or a directory, got {checkpoint!r}")
-  if os.path.isdir(checkpoint):
-    latest = tf.train.latest_checkpoint(checkpoint)
-    if latest is None:
-      raise ValueError(f"checkpoint directory {checkpoint!r} holds no checkpoint (no 'checkpoint' state file)")
-    return latest
-  if not tf.io.gfile.exists(checkpoint + ".index"):
-    raise ValueError(f"checkpoint {checkpoint!r} does not exist (expected a tf.compat.v1.train.Saver prefix such as "
-                     f"'train_dir/model.003', or a directory)")
-  return checkpoint
-
-
 def model_saver(variables: Sequence[tf.Variable], path: str) -> tf.compat.v1.train.Saver:
   """A Saver restoring every variable of ``variables`` that checkpoint ``path`` holds (the others keep
   their initial values: optimizer slots of another optimizer, accumulators); ``ValueError`` naming the
-  trainable variables it lacks or holds with another shape. Build it before ``graph.finalize()``."""
-  reader = tf.train.load_checkpoint(path)
-  shapes = reader.get_variable_to_shape_map()
-  restore, problems = {}, []
+  trainable variables it lacks or holds with another shape or dtype (the one check of
+  :mod:`returnn_rc.checkpoint_compat`). Build it before ``graph.finalize()``."""
   trainable = set(tf.compat.v1.trainable_variables())
-  for var in variables:
-    name = var.op.name
-    if name not in shapes:
-      if var in trainable:
-        problems.append(f"missing variable {name!r} (shape {var.shape.as_list()})")
-      continue
-    if list(shapes[name]) != var.shape.as_list():
-      problems.append(f"variable {name!r} has shape {list(shapes[name])} in the checkpoint, the model "
-                      f"{var.shape.as_list()}")
-      continue
-    restore[name] = var
-  if problems:
-    raise ValueError(f"checkpoint {path!r} does not match the graph's model: " + "; ".join(problems[:5]) +
-                     (" ..." if len(problems) > 5 else ""))
-  return tf.compat.v1.train.Saver(var_list=restore)
+  optional = [v.op.name for v in variables if v not in trainable]
+  reader = checkpoint_compat.check_checkpoint(path, checkpoint_compat.variable_specs(variables),
+                                              what="the graph's model", optional=optional, allow_unexpected=True)
+  return tf.compat.v1.train.Saver(var_list={v.op.name: v for v in variables if reader.has_tensor(v.op.name)})
 
 
 def evaluate_checkpoint(module: Any, checkpoint: str, *, data: Union[None, str, Sequence[str]] = None,
@@ -123,7 +95,7 @@ def evaluate_checkpoint(module: Any, checkpoint: str, *, data: Union[None, str, 
   """
   _graph_module.check_graph_module(module)
   name = _graph_module.graph_name_of(module)
-  path = resolve_checkpoint(checkpoint)
+  path = checkpoint_compat.resolve_checkpoint(checkpoint)
   template = _graph_module.extern_data_template(module)
   files = None
   if data is not None:

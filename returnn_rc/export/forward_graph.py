@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import os
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
 
@@ -34,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from returnn_rc import checkpoint_compat
+from returnn_rc.checkpoint_compat import resolve_checkpoint
 from returnn_rc import graph_module as _graph_module
 from returnn_rc import graph_state as _graph_state
 from returnn_rc.export import dims as export_dims
@@ -306,21 +306,6 @@ def _signature_inputs(extern_data: TensorDict, placeholders: Mapping[str, tf.Ten
 
 
 # --- variables --------------------------------------------------------------------------------------
-
-
-def resolve_checkpoint(checkpoint_path: str) -> str:
-  """A checkpoint prefix; a directory gives its latest checkpoint. ``ValueError`` if there is none."""
-  if not isinstance(checkpoint_path, str) or not checkpoint_path:
-    raise ValueError(f"checkpoint_path must be a checkpoint prefix or directory, got {checkpoint_path!r}")
-  if os.path.isdir(checkpoint_path):
-    latest = tf.train.latest_checkpoint(checkpoint_path)
-    if latest is None:
-      raise ValueError(f"checkpoint directory {checkpoint_path!r} holds no checkpoint (no 'checkpoint' index file)")
-    return latest
-  if not tf.io.gfile.exists(checkpoint_path + ".index"):
-    raise ValueError(f"checkpoint {checkpoint_path!r} does not exist (expected a tf.compat.v1.train.Saver "
-                     f"prefix such as 'model.ckpt-100', or a directory)")
-  return checkpoint_path
 
 
 def read_step_epoch(checkpoint_path: str) -> Dict[str, int]:
