@@ -6,8 +6,6 @@ import sys
 
 from absl.testing import absltest
 
-from tests.engine import testing_graphs
-
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TOOL = os.path.join(_ROOT, "tools", "train.py")
 
@@ -28,7 +26,7 @@ class TrainToolTest(absltest.TestCase):
       self.assertIn(flag, proc.stdout)
 
   def test_run_and_rerun(self):
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     args = ["--graph=two_losses", f"--train_dir={tmp}", "--num_epochs=2", "--max_seqs=32", "--batch_size=16"]
     proc = _run(*args)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -40,7 +38,7 @@ class TrainToolTest(absltest.TestCase):
     self.assertEqual(proc.stdout.split("wall time")[0], again.stdout.split("wall time")[0])
 
   def test_bad_lr_control_loss(self):
-    proc = _run("--graph=two_losses", f"--train_dir={testing_graphs.tempdir(self)}", "--max_seqs=8",
+    proc = _run("--graph=two_losses", f"--train_dir={self.create_tempdir().full_path}", "--max_seqs=8",
                 "--lr_control_loss=nope")
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn("unknown loss name 'nope'", proc.stderr)
