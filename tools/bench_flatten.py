@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TF's default CPU allocator returns large buffers to the OS: every op output then pays page
 # faults (~0.5 ms/MB here), which hides the kernels.  "--nobfc" measures that default.
 if "--nobfc" not in sys.argv:
-    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+  os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 os.environ.setdefault("TF_XLA_FLAGS", "--tf_xla_enable_lazy_compilation=false")
 
 import tensorflow as tf  # noqa: E402
@@ -45,93 +45,93 @@ NO_BWD = {"ours_row0"}
 
 
 def timeit(fn, repeats):
+  fn()
+  fn()
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
     fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
 
 
 def bench_shape(shape, rng, repeats):
-    b, t, f = shape
-    lens_val = rng.integers(t // 2, t + 1, size=b).astype(np.int32)
-    n = int(lens_val.sum())
-    res = {}
-    with tf.Graph().as_default():
-        x = tf.compat.v1.Variable(tf.random.uniform([b, t, f], seed=1), name="x")
-        lens = tf.constant(lens_val)
-        mask = tf.sequence_mask(lens, t)
-        fetches = {}
-        for xla in (False, True):
-            for name, fn in METHODS.items():
-                scope = tf.xla.experimental.jit_scope() if xla else _null()
-                with scope:
-                    y = fn(x.read_value(), lens, mask)
-                    dx = tf.gradients(tf.reduce_sum(y), x)[0] if name not in NO_BWD else None
-                    if isinstance(dx, tf.IndexedSlices):
-                        dx = tf.convert_to_tensor(dx)
-                    if name in NO_BWD:
-                        y = tf.reduce_sum(y)
-                # Fetch the tensors (zero-copy to numpy): fetching only the op lets XLA drop the work.
-                fetches[(name, xla)] = (y, dx)
-        with tf.compat.v1.Session() as sess:
-            sess.run(x.initializer)
-            for (name, xla), (y_op, dx_op) in fetches.items():
-                try:
-                    res[(name, xla, "fwd")] = timeit(lambda: sess.run(y_op), repeats)
-                    if dx_op is not None:
-                        res[(name, xla, "fwd+bwd")] = timeit(lambda: sess.run(dx_op), repeats)
-                except tf.errors.OpError as exc:  # e.g. not compilable
-                    print(f"  {name} xla={xla}: failed: {type(exc).__name__}: {str(exc)[:200]}")
-    src = rng.standard_normal(n * f).astype(np.float32)
-    dst = np.empty_like(src)
-    res[("numpy_copy", False, "fwd")] = timeit(lambda: np.copyto(dst, src), repeats)
-    res[("numpy_copy_fresh", False, "fwd")] = timeit(lambda: np.copyto(np.empty_like(src), src), repeats)
-    return res, n * f * 4
+  b, t, f = shape
+  lens_val = rng.integers(t // 2, t + 1, size=b).astype(np.int32)
+  n = int(lens_val.sum())
+  res = {}
+  with tf.Graph().as_default():
+    x = tf.compat.v1.Variable(tf.random.uniform([b, t, f], seed=1), name="x")
+    lens = tf.constant(lens_val)
+    mask = tf.sequence_mask(lens, t)
+    fetches = {}
+    for xla in (False, True):
+      for name, fn in METHODS.items():
+        scope = tf.xla.experimental.jit_scope() if xla else _null()
+        with scope:
+          y = fn(x.read_value(), lens, mask)
+          dx = tf.gradients(tf.reduce_sum(y), x)[0] if name not in NO_BWD else None
+          if isinstance(dx, tf.IndexedSlices):
+            dx = tf.convert_to_tensor(dx)
+          if name in NO_BWD:
+            y = tf.reduce_sum(y)
+        # Fetch the tensors (zero-copy to numpy): fetching only the op lets XLA drop the work.
+        fetches[(name, xla)] = (y, dx)
+    with tf.compat.v1.Session() as sess:
+      sess.run(x.initializer)
+      for (name, xla), (y_op, dx_op) in fetches.items():
+        try:
+          res[(name, xla, "fwd")] = timeit(lambda f=y_op: sess.run(f), repeats)
+          if dx_op is not None:
+            res[(name, xla, "fwd+bwd")] = timeit(lambda f=dx_op: sess.run(f), repeats)
+        except tf.errors.OpError as exc:  # e.g. not compilable
+          print(f"  {name} xla={xla}: failed: {type(exc).__name__}: {str(exc)[:200]}")
+  src = rng.standard_normal(n * f).astype(np.float32)
+  dst = np.empty_like(src)
+  res[("numpy_copy", False, "fwd")] = timeit(lambda: np.copyto(dst, src), repeats)
+  res[("numpy_copy_fresh", False, "fwd")] = timeit(lambda: np.copyto(np.empty_like(src), src), repeats)
+  return res, n * f * 4
 
 
 class _null:
-    def __enter__(self):
-        return self
+  def __enter__(self):
+    return self
 
-    def __exit__(self, *args):
-        return False
+  def __exit__(self, *args):
+    return False
 
 
 def main(_):
-    rng = np.random.default_rng(SEED.value)
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, xla kernels: {rc_ops.xla_kernels_available()}, "
-          f"TF_CPU_ALLOCATOR_USE_BFC={os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')}")
-    for spec in FLAGS.value:
-        shape = tuple(int(v) for v in spec.split("x"))
-        start = time.time()
-        res, nbytes = bench_shape(shape, rng, REPEATS.value)
-        print(f"\nx float32 {list(shape)}, packed {nbytes / 1e6:.1f} MB  ({time.time() - start:.0f} s)")
-        print(f"  {'method':<18}{'xla':<6}{'fwd ms':>10}{'fwd+bwd ms':>12}{'fwd GB/s':>10}")
-        for (name, xla, kind), sec in sorted(res.items()):
-            if kind != "fwd":
-                continue
-            both = res.get((name, xla, "fwd+bwd"))
-            print(f"  {name:<18}{str(xla):<6}{sec * 1e3:>10.2f}{(both * 1e3 if both else float('nan')):>12.2f}"
-                  f"{nbytes / sec / 1e9:>10.2f}")
-        ours, bm, cp = res[("ours", False, "fwd")], res[("boolean_mask", False, "fwd")], res[("numpy_copy", False, "fwd")]
-        print(f"  ratio fwd boolean_mask/ours: {bm / ours:.2f}x (target >= 1.3)")
-        cpf = res[("numpy_copy_fresh", False, "fwd")]
-        print(f"  ratio fwd copy-bandwidth ours/numpy: {cp / ours * 100:.0f}% (target >= 85%; "
-              f"vs fresh-buffer numpy copy: {cpf / ours * 100:.0f}%)")
-        fb_ours, fb_bm = res[("ours", False, "fwd+bwd")], res[("boolean_mask", False, "fwd+bwd")]
-        print(f"  ratio fwd+bwd boolean_mask/ours: {fb_bm / fb_ours:.2f}x (target >= 3)")
-        for kind in ("fwd", "fwd+bwd"):
-            if ("ours", True, kind) in res:
-                print(f"  ratio {kind} ours no-xla/xla: {res[('ours', False, kind)] / res[('ours', True, kind)]:.2f}x "
-                      f"(target >= 1.0)")
-        if ("ours_row0", True, "fwd") in res:
-            print(f"  ratio fwd, output kept in the graph (ours_row0) no-xla/xla: "
-                  f"{res[('ours_row0', False, 'fwd')] / res[('ours_row0', True, 'fwd')]:.2f}x")
+  rng = np.random.default_rng(SEED.value)
+  print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, xla kernels: {rc_ops.xla_kernels_available()}, "
+        f"TF_CPU_ALLOCATOR_USE_BFC={os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')}")
+  for spec in FLAGS.value:
+    shape = tuple(int(v) for v in spec.split("x"))
+    start = time.time()
+    res, nbytes = bench_shape(shape, rng, REPEATS.value)
+    print(f"\nx float32 {list(shape)}, packed {nbytes / 1e6:.1f} MB  ({time.time() - start:.0f} s)")
+    print(f"  {'method':<18}{'xla':<6}{'fwd ms':>10}{'fwd+bwd ms':>12}{'fwd GB/s':>10}")
+    for (name, xla, kind), sec in sorted(res.items()):
+      if kind != "fwd":
+        continue
+      both = res.get((name, xla, "fwd+bwd"))
+      print(f"  {name:<18}{str(xla):<6}{sec * 1e3:>10.2f}{(both * 1e3 if both else float('nan')):>12.2f}"
+            f"{nbytes / sec / 1e9:>10.2f}")
+    ours, bm, cp = res[("ours", False, "fwd")], res[("boolean_mask", False, "fwd")], res[("numpy_copy", False, "fwd")]
+    print(f"  ratio fwd boolean_mask/ours: {bm / ours:.2f}x (target >= 1.3)")
+    cpf = res[("numpy_copy_fresh", False, "fwd")]
+    print(f"  ratio fwd copy-bandwidth ours/numpy: {cp / ours * 100:.0f}% (target >= 85%; "
+          f"vs fresh-buffer numpy copy: {cpf / ours * 100:.0f}%)")
+    fb_ours, fb_bm = res[("ours", False, "fwd+bwd")], res[("boolean_mask", False, "fwd+bwd")]
+    print(f"  ratio fwd+bwd boolean_mask/ours: {fb_bm / fb_ours:.2f}x (target >= 3)")
+    for kind in ("fwd", "fwd+bwd"):
+      if ("ours", True, kind) in res:
+        print(f"  ratio {kind} ours no-xla/xla: {res[('ours', False, kind)] / res[('ours', True, kind)]:.2f}x "
+              f"(target >= 1.0)")
+    if ("ours_row0", True, "fwd") in res:
+      print(f"  ratio fwd, output kept in the graph (ours_row0) no-xla/xla: "
+            f"{res[('ours_row0', False, 'fwd')] / res[('ours_row0', True, 'fwd')]:.2f}x")
 
 
 if __name__ == "__main__":
-    app.run(main)
+  app.run(main)
