@@ -17,7 +17,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402  pylint: disable=wrong-import-position
+import tensorflow as tf  # noqa: E402  pylint: disable=wrong-import-position
+from absl import app, flags, logging  # noqa: E402  pylint: disable=wrong-import-position
 
 from returnn_rc import export  # noqa: E402  pylint: disable=wrong-import-position
 from tests.conformance import artefacts, goldens  # noqa: E402  pylint: disable=wrong-import-position
@@ -55,6 +56,8 @@ def generate(name: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  tf.get_logger().setLevel("ERROR")  # the v1 Saver's and SavedModel builder's info lines
   names = goldens.names()
   chosen = _GRAPHS.value or names
   unknown = sorted(set(chosen) - set(names))
