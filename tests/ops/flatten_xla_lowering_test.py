@@ -82,7 +82,7 @@ class FallbackInXlaTest(op_test_util.OpTestCase):
 
   @parameterized.parameters(False, True)
   def test_random(self, time_major):
-    for x, lens in _cases(4):
+    for x, lens in list(_cases(4))[2:8]:  # 3 of the shapes (one compilation each): the formulation has no dtype code
       with tf.Graph().as_default() as graph:
         with self.scope(), tf.xla.experimental.jit_scope():
           y = rc_ops.flatten_with_seq_len_mask(tf.compat.v1.placeholder(x.dtype, [None] * x.ndim, name="x"),

@@ -24,8 +24,8 @@ CONFIGS = ((0, 1, False), (0, 1, True), (1, 0, False), (1, 0, True), (0, 2, Fals
            (1, 2, True))
 DTYPES = (np.float32, np.int64)
 #: Examples per implementation.
-NUM_FLATTEN_CASES = {KERNEL: 400, FALLBACK: 200}
-NUM_ERROR_CASES = {KERNEL: 100, FALLBACK: 50}
+NUM_FLATTEN_CASES = {KERNEL: 400, FALLBACK: 150}
+NUM_ERROR_CASES = {KERNEL: 100, FALLBACK: 40}
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True)
 
 
