@@ -6,7 +6,7 @@ import os
 import numpy as np
 from absl.testing import absltest
 
-from returnn_rc import export, graph_module
+from returnn_rc import graph_module
 from returnn_rc.export import forwarding as forward
 from tests.export import export_test_util as util
 from tests.export import tiny_graph
