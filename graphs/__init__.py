@@ -24,4 +24,16 @@ Contract of a graph module ``graphs/<name>.py`` (RETURNN's config-function style
 - ``train_step(*, model, extern_data: rc.TensorDict)``: calls ``rc.get_run_ctx().mark_as_loss(...)``.
 - ``forward_step(*, model, extern_data: rc.TensorDict)``: calls ``mark_as_output`` /
   ``mark_as_default_output``.
+
+Every graph here is a golden of ``tests/conformance``: each suite runs over all of them. A golden
+uses ``rc.dropout`` (the suites' positive control of the train flag fails without a random op), and
+has committed artefacts in ``tests/conformance/artefacts/<name>/`` (``python -m
+tests.conformance.generate_artefacts --graphs=<name>``). Modules whose name starts with ``_`` are
+helpers, not graphs.
+
+The goldens: ``char_lm`` (int tokens ``[B,T]``, frame losses ``[B,T]``), ``seq_classifier`` (a loss
+``[B]`` with ``custom_inv_norm_factor``), ``two_losses`` (two scaled losses, one normalised),
+``ctc_acoustic`` (float features ``[B,T,F]``, CTC ``[B]`` normalised by the target lengths, a
+time-major loss ``[T,B]``), ``attention_labeler`` (a loss ``[B,S,T]`` and an output with two dynamic
+dims).
 """

@@ -686,8 +686,8 @@ class BadInputTableTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_input(self, exc, regex, fn):
     global _TMP_ROOT
     rc.reset_run_ctx()
-    with tempfile.TemporaryDirectory() as tmp, tf.Graph().as_default():
-      _TMP_ROOT = tmp
+    with tf.Graph().as_default():
+      _TMP_ROOT = self.create_tempdir().full_path
       try:
         with self.assertRaisesRegex(exc, regex):
           fn()

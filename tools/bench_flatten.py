@@ -31,18 +31,20 @@ import tensorflow as tf  # noqa: E402
 
 from returnn_rc import ops as rc_ops  # noqa: E402
 
-_SHAPES = flags.DEFINE_list("shapes", ["32x1000x512", "256x500x64"], "Comma-separated B x T x F shapes, each a "
-                            "positive int, e.g. 32x1000x512.")
+_SHAPES = flags.DEFINE_list(
+  "shapes", ["32x1000x512", "256x500x64"], "Comma-separated B x T x F shapes, each a positive int, e.g. 32x1000x512."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed runs per measurement (median), >= 1.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed (>= 0).", lower_bound=0)
-_BFC = flags.DEFINE_bool("bfc", True, "Use TF's BFC CPU allocator (TF_CPU_ALLOCATOR_USE_BFC=true); --nobfc: TF's "
-                         "default CPU allocator.")
+_BFC = flags.DEFINE_bool(
+  "bfc", True, "Use TF's BFC CPU allocator (TF_CPU_ALLOCATOR_USE_BFC=true); --nobfc: TF's default CPU allocator."
+)
 
 METHODS = {
-    "ours": lambda x, lens, mask: rc_ops.flatten_with_seq_len_mask(x, lens),
-    "boolean_mask": lambda x, lens, mask: tf.boolean_mask(x, mask),
-    "gather_nd_where": lambda x, lens, mask: tf.gather_nd(x, tf.where(mask)),
-    "ours_row0": lambda x, lens, mask: rc_ops.flatten_with_seq_len_mask(x, lens)[:1],
+  "ours": lambda x, lens, mask: rc_ops.flatten_with_seq_len_mask(x, lens),
+  "boolean_mask": lambda x, lens, mask: tf.boolean_mask(x, mask),
+  "gather_nd_where": lambda x, lens, mask: tf.gather_nd(x, tf.where(mask)),
+  "ours_row0": lambda x, lens, mask: rc_ops.flatten_with_seq_len_mask(x, lens)[:1],
 }
 NO_BWD = {"ours_row0"}
 
@@ -145,11 +147,15 @@ def main(argv):
     sess.run(tf.constant(0))
   bfc = cpu_allocator_is_bfc()
   if bfc != _BFC.value:
-    raise RuntimeError(f"--{'' if _BFC.value else 'no'}bfc was not honoured: TF created its CPU device before "
-                       f"main() set TF_CPU_ALLOCATOR_USE_BFC")
-  print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, xla kernels: {rc_ops.xla_kernels_available()}, "
-        f"TF_CPU_ALLOCATOR_USE_BFC={os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')}, CPU allocator in use: "
-        f"{'BFC' if bfc else 'default'}")
+    raise RuntimeError(
+      f"--{'' if _BFC.value else 'no'}bfc was not honoured: TF created its CPU device before "
+      f"main() set TF_CPU_ALLOCATOR_USE_BFC"
+    )
+  print(
+    f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, xla kernels: {rc_ops.xla_kernels_available()}, "
+    f"TF_CPU_ALLOCATOR_USE_BFC={os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')}, CPU allocator in use: "
+    f"{'BFC' if bfc else 'default'}"
+  )
   for shape in shapes:
     start = time.time()
     res, nbytes = bench_shape(shape, rng, _REPEATS.value)
@@ -159,22 +165,30 @@ def main(argv):
       if kind != "fwd":
         continue
       both = res.get((name, xla, "fwd+bwd"))
-      print(f"  {name:<18}{str(xla):<6}{sec * 1e3:>10.2f}{(both * 1e3 if both else float('nan')):>12.2f}"
-            f"{nbytes / sec / 1e9:>10.2f}")
+      print(
+        f"  {name:<18}{str(xla):<6}{sec * 1e3:>10.2f}{(both * 1e3 if both else float('nan')):>12.2f}"
+        f"{nbytes / sec / 1e9:>10.2f}"
+      )
     ours, bm, cp = res[("ours", False, "fwd")], res[("boolean_mask", False, "fwd")], res[("numpy_copy", False, "fwd")]
     print(f"  ratio fwd boolean_mask/ours: {bm / ours:.2f}x (target >= 1.3)")
     cpf = res[("numpy_copy_fresh", False, "fwd")]
-    print(f"  ratio fwd copy-bandwidth ours/numpy: {cp / ours * 100:.0f}% (target >= 85%; "
-          f"vs fresh-buffer numpy copy: {cpf / ours * 100:.0f}%)")
+    print(
+      f"  ratio fwd copy-bandwidth ours/numpy: {cp / ours * 100:.0f}% (target >= 85%; "
+      f"vs fresh-buffer numpy copy: {cpf / ours * 100:.0f}%)"
+    )
     fb_ours, fb_bm = res[("ours", False, "fwd+bwd")], res[("boolean_mask", False, "fwd+bwd")]
     print(f"  ratio fwd+bwd boolean_mask/ours: {fb_bm / fb_ours:.2f}x (target >= 3)")
     for kind in ("fwd", "fwd+bwd"):
       if ("ours", True, kind) in res:
-        print(f"  ratio {kind} ours no-xla/xla: {res[('ours', False, kind)] / res[('ours', True, kind)]:.2f}x "
-              f"(target >= 1.0)")
+        print(
+          f"  ratio {kind} ours no-xla/xla: {res[('ours', False, kind)] / res[('ours', True, kind)]:.2f}x "
+          f"(target >= 1.0)"
+        )
     if ("ours_row0", True, "fwd") in res:
-      print(f"  ratio fwd, output kept in the graph (ours_row0) no-xla/xla: "
-            f"{res[('ours_row0', False, 'fwd')] / res[('ours_row0', True, 'fwd')]:.2f}x")
+      print(
+        f"  ratio fwd, output kept in the graph (ours_row0) no-xla/xla: "
+        f"{res[('ours_row0', False, 'fwd')] / res[('ours_row0', True, 'fwd')]:.2f}x"
+      )
 
 
 if __name__ == "__main__":

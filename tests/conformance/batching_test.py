@@ -2,8 +2,8 @@
 per-sequence outputs and per-sequence loss frames of a padded batch equal those of each sequence
 run alone; the batch's summed loss and inverse norm factor are the sums over the sequences."""
 
-from absl.testing import absltest, parameterized
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from tests.conformance import goldens
 
@@ -20,8 +20,8 @@ class BatchingTest(parameterized.TestCase):
     lengths = {tuple(np.shape(v)) for seq in seqs for v in seq.values()}
     self.assertGreater(len(lengths), 1, msg=f"{name}: test sequences of equal shapes prove nothing")
 
-    batch = sess.run(fetches, built.feed(goldens.pad(built.template, seqs), train=False))
-    singles = [sess.run(fetches, built.feed(goldens.pad(built.template, [seq]), train=False)) for seq in seqs]
+    batch = sess.run(fetches, built.feed(built.pad(seqs), train=False))
+    singles = [sess.run(fetches, built.feed(built.pad([seq]), train=False)) for seq in seqs]
 
     for loss, info in built.losses.items():
       summed, inv_norm = batch["report"][loss]

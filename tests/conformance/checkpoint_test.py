@@ -2,11 +2,9 @@
 same next train step; the engine resumes with the step and epoch of its checkpoint."""
 
 import os
-import shutil
-import tempfile
 
-from absl.testing import absltest, parameterized
 import numpy as np
+from absl.testing import absltest, parameterized
 
 from returnn_rc import engine
 from tests.conformance import goldens
@@ -14,24 +12,18 @@ from tests.conformance import goldens
 _STEPS, _EPOCH = 2, 3
 
 
-def _tempdir(test):
-  path = tempfile.mkdtemp(prefix="rc_conformance_ckpt_")
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return path
-
-
 class CheckpointTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*goldens.named_parameters())
   def test_restore_in_fresh_graph(self, name):
     built = goldens.cached_build(name)
-    batch = goldens.pad(built.template, goldens.data(name))
+    batch = built.pad(goldens.data(name))
     sess = built.session(self)
     for _ in range(_STEPS):
       sess.run(built.train_op, built.feed(batch, train=True))
     built.gs.set_epoch(sess, _EPOCH)
     with built.graph.as_default():  # the v1 Saver checks for graph mode
-      path = built.saver.save(sess, os.path.join(_tempdir(self), "model"), write_meta_graph=False)
+      path = built.saver.save(sess, os.path.join(self.create_tempdir().full_path, "model"), write_meta_graph=False)
 
     fresh = goldens.build(name)  # a new graph, not the cached one
     sess_2 = fresh.session(self)
@@ -60,7 +52,7 @@ class CheckpointTest(parameterized.TestCase):
     mod = goldens.module(name)
     train_data = list(goldens.data(name, "train"))
     dev_data = list(goldens.data(name, "dev", 2))
-    train_dir = _tempdir(self)
+    train_dir = self.create_tempdir().full_path
     config = engine.EngineConfig(train_dir=train_dir, num_epochs=2, batch_size=2, log_every_secs=1e9,
                                  keep_checkpoints=1)
     with engine.Engine(mod, config, train_data=train_data, dev_data=dev_data) as eng:

@@ -4,20 +4,21 @@ figures, gradients (w.r.t. every trainable variable) and the valid frames of the
 finite and equal to those with clean (zero) padding, with the train flag off and on (dropout masks
 are stateless: the same in both runs)."""
 
-from absl.testing import absltest, parameterized
 import numpy as np
+from absl.testing import absltest, parameterized
 
+import returnn_rc as rc
+from returnn_rc import graph_module
 from tests.conformance import goldens
 
 
 class PaddingGarbageTest(parameterized.TestCase):
 
   def test_corrupt_padding_covers_float_inputs(self):
-    """The float branch of the helper (the current goldens have int inputs only)."""
-    import returnn_rc as rc  # pylint: disable=import-outside-toplevel
+    """The float branch of the helper, on a template of its own."""
     template = rc.TensorDict({"x": rc.Tensor("x", [rc.batch_dim, rc.Dim(None, name="t"), rc.Dim(2, name="f")],
                                              "float32")})
-    batch = goldens.pad(template, [{"x": np.ones([3, 2], np.float32)}, {"x": np.ones([1, 2], np.float32)}])
+    batch = graph_module.pad_batch(template, [{"x": np.ones([3, 2], np.float32)}, {"x": np.ones([1, 2], np.float32)}])
     dirty, count = goldens.corrupt_padding(template, batch)
     self.assertEqual(count, 4)
     np.testing.assert_array_equal(dirty["x"][0], 1.0)
@@ -29,7 +30,7 @@ class PaddingGarbageTest(parameterized.TestCase):
   def test_garbage_padding(self, name):
     built = goldens.cached_build(name)
     seqs = goldens.data(name)
-    batch = goldens.pad(built.template, seqs)
+    batch = built.pad(seqs)
     sess = built.session(self)
     fetches = {"report": built.report, "total": built.total_loss, "grads": built.grads, "outputs": built.outputs}
     for train in (False, True):

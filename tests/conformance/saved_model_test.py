@@ -3,12 +3,10 @@ checkpoint of the golden, load it with ``tf.saved_model.load`` and compare the s
 with the forward outputs of the training graph (train flag off) with the same weights."""
 
 import os
-import shutil
-import tempfile
 
-from absl.testing import absltest, parameterized
 import numpy as np
 import tensorflow as tf
+from absl.testing import absltest, parameterized
 
 from returnn_rc import export
 from tests.conformance import goldens
@@ -18,10 +16,9 @@ class SavedModelTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*goldens.named_parameters())
   def test_round_trip(self, name):
-    tmp = tempfile.mkdtemp(prefix="rc_conformance_sm_")
-    self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+    tmp = self.create_tempdir().full_path
     built = goldens.cached_build(name)
-    batch = goldens.pad(built.template, goldens.data(name))
+    batch = built.pad(goldens.data(name))
     sess = built.session(self)
     sess.run(built.train_op, built.feed(batch, train=True))  # weights other than the initial ones
     built.gs.set_epoch(sess, 2)

@@ -1,17 +1,16 @@
-"""Thread isolation: two graphs built at once in two threads, their building interleaved by a barrier
-at every run-context step (enter train step, train step done, enter forward step, forward step
-done). Each thread must see only its own run context (a context variable), get exactly its own
-losses and outputs, and compute the same figures as a graph built alone."""
+"""Thread isolation: two graphs built at once in two threads with the engine's builder, their building
+interleaved by a barrier at every run-context step (enter train step, train step done, enter forward
+step, forward step done; the goldens' functions wrapped by ``goldens.with_hook``). Each thread must
+see only its own run context (a context variable), get exactly its own losses and outputs, and
+compute the same figures as a graph built alone."""
 
 import threading
 
-from absl.testing import absltest, parameterized
 import numpy as np
+from absl.testing import absltest, parameterized
 
 import returnn_rc as rc
 from tests.conformance import goldens
-
-_EVENTS = ("train_ctx", "train_step_done", "forward_ctx", "forward_step_done")
 
 
 def _params():
@@ -31,7 +30,7 @@ class ThreadIsolationTest(parameterized.TestCase):
     def worker(idx, golden):
       def hook(event, ctx):
         barrier.wait()  # both threads entered / filled their context: a shared one would be overwritten now
-        seen[idx].append((event, rc.get_run_ctx() is ctx, id(ctx)))
+        seen[idx].append((event, rc.get_run_ctx() is ctx, ctx))
         barrier.wait()
       try:
         results[idx] = goldens.build(golden, hook=hook)
@@ -47,17 +46,21 @@ class ThreadIsolationTest(parameterized.TestCase):
     for idx, err in enumerate(errors):
       if err is not None:
         raise AssertionError(f"thread {idx} failed to build") from err
-    for idx, golden in enumerate((name, other)):
-      self.assertEqual([e for e, _, _ in seen[idx]], list(_EVENTS))
+    for idx in range(2):
+      self.assertEqual([e for e, _, _ in seen[idx]], list(goldens.HOOK_EVENTS))
       self.assertTrue(all(own for _, own, _ in seen[idx]), msg=f"thread {idx} saw another thread's context")
-    self.assertFalse({i for _, _, i in seen[0]} & {i for _, _, i in seen[1]}, msg="a context shared by threads")
+      tg = results[idx].train_graph
+      self.assertEqual([id(c) for _, _, c in seen[idx]], [id(tg.train_ctx)] * 2 + [id(tg.forward_ctx)] * 2,
+                       msg=f"thread {idx}: the hooked contexts are not the ones the builder used")
+    self.assertFalse({id(c) for _, _, c in seen[0]} & {id(c) for _, _, c in seen[1]},
+                     msg="a context shared by threads")
 
     for built, golden in zip(results, (name, other)):
       reference = goldens.cached_build(golden)
-      self.assertEqual(list(built.run_ctxs["train"].losses), list(reference.losses), msg=golden)
-      self.assertEqual(list(built.run_ctxs["forward"].outputs), list(reference.run_ctxs["forward"].outputs))
+      self.assertEqual(list(built.train_graph.train_ctx.losses), list(reference.losses), msg=golden)
+      self.assertEqual(list(built.train_graph.forward_ctx.outputs), list(reference.train_graph.forward_ctx.outputs))
       self.assertEqual(len(built.graph.get_operations()), reference.num_ops_built, msg=golden)
-      batch = goldens.pad(reference.template, goldens.data(golden))
+      batch = reference.pad(goldens.data(golden))
       sess_ref, sess = reference.session(self), built.session(self)
       built.set_weights(sess, reference.get_weights(sess_ref))
       fetch = lambda b: {"report": b.report, "total": b.total_loss}  # pylint: disable=unnecessary-lambda-assignment

@@ -13,9 +13,9 @@ trace of the plain build does show the custom op executed.
 import collections
 import re
 
-from absl.testing import absltest, parameterized
 import numpy as np
 import tensorflow as tf
+from absl.testing import absltest, parameterized
 
 from tests.conformance import goldens
 
@@ -75,7 +75,7 @@ class XlaTest(parameterized.TestCase):
     xla = goldens.cached_build(name, xla=True)
     sess, sess_x = plain.session(self), self._xla_session(xla)
     xla.set_weights(sess_x, plain.get_weights(sess))
-    batch = goldens.pad(plain.template, goldens.data(name))
+    batch = plain.pad(goldens.data(name))
     for step in range(2):
       for train in (True, False):  # with train=True the update runs in the same Session.run
         want = sess.run(_fetches(plain, train), plain.feed(batch, train=train))
@@ -99,7 +99,7 @@ class XlaTest(parameterized.TestCase):
     custom = [op for op in xla.graph.get_operations() if op.type in CUSTOM_OPS]
     for op in custom:
       self.assertTrue(op.get_attr("_XlaCompile"), msg=f"{op.name} is not marked for XLA")
-    batch = goldens.pad(xla.template, goldens.data(name))
+    batch = xla.pad(goldens.data(name))
     sess_x = self._xla_session(xla)
     for _ in range(2):  # the second run: after any lazy-compilation warm-up
       _, executed, partition = _traced_run(xla, sess_x, _fetches(xla, True), xla.feed(batch, train=True))

@@ -22,7 +22,7 @@ class BadInputTest(absltest.TestCase):
   def test_graph_module_missing_function(self):
     with self.assertRaisesRegex(ValueError, r"'broken' is missing function\(s\) \['train_step'\]"):
       engine.Engine(testing_graphs.make_sum_graph("broken", drop_input="train_step"),
-                    _config(testing_graphs.tempdir(self)), train_data=testing_graphs.sum_data(_LENGTHS))
+                    _config(self.create_tempdir().full_path), train_data=testing_graphs.sum_data(_LENGTHS))
 
   def test_unknown_graph_name(self):
     with self.assertRaisesRegex(ValueError, r"graph module 'graphs.no_such_graph' not found"):
@@ -35,7 +35,7 @@ class BadInputTest(absltest.TestCase):
     self.assertEqual(engine.graph_name_of(engine.load_graph_module(path)), "seq_classifier")
 
   def _engine(self, data, **kwargs):
-    return engine.Engine(testing_graphs.make_sum_graph(), _config(testing_graphs.tempdir(self), **kwargs),
+    return engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path, **kwargs),
                          train_data=data, dev_data=[])
 
   def test_data_missing_name(self):
@@ -55,7 +55,7 @@ class BadInputTest(absltest.TestCase):
       self._engine(testing_graphs.sum_data(_LENGTHS), lr_control_loss="ce")
 
   def test_train_dir_of_another_model(self):
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     from graphs import two_losses  # pylint: disable=import-outside-toplevel
     with engine.Engine(two_losses, _config(tmp, max_seqs=8)) as eng:
       eng.train()
@@ -68,7 +68,7 @@ class BadInputTest(absltest.TestCase):
       self.assertEqual(eng.completed_epoch, 0)
 
   def test_nan_loss_stops_with_epoch_step_and_name(self):
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     data = testing_graphs.sum_data([2] * 8)  # one bucket, batch_size 2: 4 steps per epoch
     with engine.Engine(testing_graphs.make_sum_graph(nan_at_step=5), _config(tmp, num_epochs=3),
                        train_data=data, dev_data=[]) as eng:

@@ -33,7 +33,7 @@ class EpochFiguresTest(absltest.TestCase):
     data = testing_graphs.sum_data(_LENGTHS)
     total = sum(float(np.sum(seq["x"])) for seq in data)
     frames = sum(_LENGTHS)
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(testing_graphs.tempdir(self), learning_rate=0.0),
+    with engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path, learning_rate=0.0),
                        train_data=data, dev_data=data) as eng:
       (result,) = eng.train()
       batches = eng.evaluate_batches("dev")
@@ -51,7 +51,7 @@ class EpochFiguresTest(absltest.TestCase):
   def test_loss_times_epoch_gives_ratio_1_2_3(self):
     data = testing_graphs.sum_data(_LENGTHS)
     with engine.Engine(testing_graphs.make_sum_graph(times_epoch=True),
-                       _config(testing_graphs.tempdir(self), learning_rate=0.0, num_epochs=3),
+                       _config(self.create_tempdir().full_path, learning_rate=0.0, num_epochs=3),
                        train_data=data, dev_data=data) as eng:
       history = eng.train()
     train = [r.train["x"] for r in history]
@@ -61,7 +61,7 @@ class EpochFiguresTest(absltest.TestCase):
 
   def test_scale_and_normalization_do_not_change_figures(self):
     from graphs import two_losses  # pylint: disable=import-outside-toplevel
-    with engine.Engine(two_losses, _config(testing_graphs.tempdir(self), learning_rate=0.0, batch_size=8,
+    with engine.Engine(two_losses, _config(self.create_tempdir().full_path, learning_rate=0.0, batch_size=8,
                                            max_seqs=40)) as eng:
       eng.train()
       batches = eng.evaluate_batches("dev")
@@ -80,7 +80,7 @@ class TrainFlagTest(absltest.TestCase):
     from graphs import char_lm  # pylint: disable=import-outside-toplevel
     data = char_lm.default_data("dev", max_seqs=24)
     with mock.patch.object(char_lm, "DROPOUT", 0.9):
-      with engine.Engine(char_lm, _config(testing_graphs.tempdir(self), learning_rate=0.0, num_epochs=2,
+      with engine.Engine(char_lm, _config(self.create_tempdir().full_path, learning_rate=0.0, num_epochs=2,
                                           batch_size=8), train_data=data, dev_data=data) as eng:
         self.assertTrue(eng.graph.finalized)
         eval1 = eng.evaluate("dev")
@@ -98,7 +98,7 @@ class ResumeTest(absltest.TestCase):
     from graphs import two_losses  # pylint: disable=import-outside-toplevel
     # lr_decay_threshold 10: the rate halves after every epoch, so resume must restore it.
     kwargs = dict(num_epochs=3, batch_size=8, max_seqs=48, learning_rate=0.01, lr_decay_threshold=10.0)
-    dir_a, dir_b = testing_graphs.tempdir(self), testing_graphs.tempdir(self)
+    dir_a, dir_b = self.create_tempdir().full_path, self.create_tempdir().full_path
     with engine.Engine(two_losses, _config(dir_a, **kwargs)) as eng:
       full = eng.train()
       ckpt_a = eng.latest_checkpoint()
@@ -122,7 +122,7 @@ class ResumeTest(absltest.TestCase):
 
   def test_finished_run_is_a_no_op(self):
     data = testing_graphs.sum_data(_LENGTHS)
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     with engine.Engine(testing_graphs.make_sum_graph(), _config(tmp), train_data=data, dev_data=data) as eng:
       first = eng.train()
     with engine.Engine(testing_graphs.make_sum_graph(), _config(tmp), train_data=data, dev_data=data) as eng:
@@ -137,7 +137,7 @@ class XlaTest(absltest.TestCase):
     from graphs import two_losses  # pylint: disable=import-outside-toplevel
     results = {}
     for xla in (False, True):
-      with engine.Engine(two_losses, _config(testing_graphs.tempdir(self), xla=xla, batch_size=16, max_seqs=32,
+      with engine.Engine(two_losses, _config(self.create_tempdir().full_path, xla=xla, batch_size=16, max_seqs=32,
                                              num_epochs=1)) as eng:
         compiled = [op for op in eng.graph.get_operations() if op.node_def.attr["_XlaCompile"].b]
         self.assertEqual(bool(compiled), xla)
@@ -155,7 +155,7 @@ class CheckpointsAndSummariesTest(absltest.TestCase):
 
   def test_files(self):
     data = testing_graphs.sum_data(_LENGTHS)
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     with engine.Engine(testing_graphs.make_sum_graph(), _config(tmp, num_epochs=3, keep_checkpoints=2),
                        train_data=data, dev_data=data) as eng:
       eng.train()
@@ -177,7 +177,7 @@ class CheckpointsAndSummariesTest(absltest.TestCase):
 
   def test_forward_outputs(self):
     data = testing_graphs.sum_data(_LENGTHS)
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(testing_graphs.tempdir(self)),
+    with engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path),
                        train_data=data, dev_data=data) as eng:
       batches = list(eng.forward("dev"))
     self.assertEqual(sum(len(b["output:size1"]) for b in batches), len(_LENGTHS))

@@ -17,7 +17,7 @@ _DEV = two_losses.default_data("dev", 24)
 
 
 def _files(test):
-  tmp = testing_graphs.tempdir(test)
+  tmp = test.create_tempdir().full_path
   template = two_losses.extern_data_template()
   records.write_shards(tmp, template, _TRAIN, num_shards=3, prefix="train")
   records.write_shards(tmp, template, _DEV, num_shards=2, prefix="dev")
@@ -45,7 +45,7 @@ class FilesEngineTest(tf.test.TestCase):
 
   def test_resume_from_files_is_exact(self):
     train, dev = _files(self)
-    resumed_dir, whole_dir = testing_graphs.tempdir(self), testing_graphs.tempdir(self)
+    resumed_dir, whole_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
     for num_epochs in (1, 2):
       with engine.Engine(two_losses, _config(resumed_dir, num_epochs=num_epochs, train_data=train,
                                              dev_data=dev)) as eng:
@@ -63,7 +63,7 @@ class FilesEngineTest(tf.test.TestCase):
 
   def test_evaluation_files_memory_engine_agree(self):
     train, dev = _files(self)
-    train_dir = testing_graphs.tempdir(self)
+    train_dir = self.create_tempdir().full_path
     with engine.Engine(two_losses, _config(train_dir, num_epochs=1, train_data=train, dev_data=dev,
                                            optimizer="momentum")) as eng:
       eng.train()
@@ -84,7 +84,7 @@ class FilesEngineTest(tf.test.TestCase):
     self.assertIn("tag_err(err)", from_files.table())
 
   def test_evaluation_refuses_another_models_checkpoint(self):
-    train_dir = testing_graphs.tempdir(self)
+    train_dir = self.create_tempdir().full_path
     with engine.Engine(testing_graphs.make_sum_graph(), _config(train_dir, num_epochs=1),
                        train_data=testing_graphs.sum_data([2, 3]), dev_data=[]) as eng:
       eng.train()
@@ -95,7 +95,7 @@ class FilesEngineTest(tf.test.TestCase):
       evaluation.evaluate_checkpoint(two_losses, "/nonexistent/model.001", seqs=_DEV)
 
   def test_skip_corrupt_records_trains_on_the_rest(self):
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     (path,) = records.write_shards(tmp, two_losses.extern_data_template(), _TRAIN[:10])
     raw = bytearray(open(path, "rb").read())
     offset = 0
@@ -105,8 +105,8 @@ class FilesEngineTest(tf.test.TestCase):
     with open(path, "wb") as f:
       f.write(bytes(raw))
     with self.assertRaisesRegex(ValueError, r"has corrupt records: record 8 \(unreadable"):
-      engine.Engine(two_losses, _config(testing_graphs.tempdir(self), train_data=path), dev_data=[])
-    with engine.Engine(two_losses, _config(testing_graphs.tempdir(self), num_epochs=1, train_data=path,
+      engine.Engine(two_losses, _config(self.create_tempdir().full_path, train_data=path), dev_data=[])
+    with engine.Engine(two_losses, _config(self.create_tempdir().full_path, num_epochs=1, train_data=path,
                                            skip_corrupt_records=True), dev_data=[]) as eng:
       self.assertEqual(eng.num_skipped_records, {"train": 3})
       self.assertEqual(eng.num_seqs["train"], 7)
@@ -116,13 +116,13 @@ class FilesEngineTest(tf.test.TestCase):
 
   def test_max_seqs_and_data_given_twice(self):
     train, dev = _files(self)
-    with engine.Engine(two_losses, _config(testing_graphs.tempdir(self), num_epochs=1, train_data=train,
+    with engine.Engine(two_losses, _config(self.create_tempdir().full_path, num_epochs=1, train_data=train,
                                            dev_data=dev, max_seqs=20)) as eng:
       self.assertEqual(eng.num_seqs, {"train": 20, "dev": 2})
       eng.train()
       self.assertEqual(sum(len(b["output"]) for b in eng.forward("dev")), 2)
     with self.assertRaisesRegex(ValueError, r"train data given twice: as a list of sequences and as files"):
-      engine.Engine(two_losses, _config(testing_graphs.tempdir(self), train_data=train), train_data=_TRAIN)
+      engine.Engine(two_losses, _config(self.create_tempdir().full_path, train_data=train), train_data=_TRAIN)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from absl.testing import absltest, parameterized
 import graphs
 import returnn_rc as rc
 from returnn_rc import engine
-from tests.engine import testing_graphs
 
 _GRAPHS = sorted(m.name for m in pkgutil.iter_modules(graphs.__path__) if not m.name.startswith("_"))
 
@@ -16,7 +15,8 @@ _GRAPHS = sorted(m.name for m in pkgutil.iter_modules(graphs.__path__) if not m.
 class GraphsTest(parameterized.TestCase):
 
   def test_reference_graphs_present(self):
-    self.assertContainsSubset({"char_lm", "seq_classifier", "two_losses"}, set(_GRAPHS))
+    self.assertContainsSubset({"char_lm", "seq_classifier", "two_losses", "ctc_acoustic", "attention_labeler"},
+                              set(_GRAPHS))
 
   @parameterized.parameters(*_GRAPHS)
   def test_graph(self, name):
@@ -29,7 +29,7 @@ class GraphsTest(parameterized.TestCase):
     self.assertLen(train, 16)
     self.assertEqual([s[k].tolist() for s in train for k in s],  # deterministic
                      [s[k].tolist() for s in module.default_data("train", max_seqs=16) for k in s])
-    with engine.Engine(module, engine.EngineConfig(train_dir=testing_graphs.tempdir(self), num_epochs=1,
+    with engine.Engine(module, engine.EngineConfig(train_dir=self.create_tempdir().full_path, num_epochs=1,
                                                    batch_size=8), train_data=train, dev_data=dev) as eng:
       (result,) = eng.train()
       outputs = list(eng.forward("dev"))

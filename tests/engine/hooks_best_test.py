@@ -67,7 +67,7 @@ class HooksTest(tf.test.TestCase):
           {"step": tg.graph_state.step}, every_n_iter=1, formatter=lambda values: logged.append(values["step"]) or "")
       return [hooks[0], logging_hook]
 
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(testing_graphs.tempdir(self), lr_warmup_steps=4),
+    with engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path, lr_warmup_steps=4),
                        train_data=_DATA, dev_data=[], hooks=make_hooks) as eng:
       eng.train()
     (hook,) = hooks
@@ -82,7 +82,7 @@ class HooksTest(tf.test.TestCase):
     self.assertEqual([int(v) for v in logged], list(range(8)))
 
   def test_request_stop_ends_cleanly_and_resume_is_exact(self):
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     stop = tf.compat.v1.train.StopAtStepHook(last_step=6)  # in epoch 2 (steps 4..7)
     with engine.Engine(testing_graphs.make_sum_graph(), _config(tmp, learning_rate=0.01), train_data=_DATA,
                        dev_data=_DATA, hooks=[stop]) as eng:
@@ -93,7 +93,7 @@ class HooksTest(tf.test.TestCase):
     with engine.Engine(testing_graphs.make_sum_graph(), _config(tmp, learning_rate=0.01), train_data=_DATA,
                        dev_data=_DATA) as eng:
       resumed = eng.train()
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(testing_graphs.tempdir(self), learning_rate=0.01),
+    with engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path, learning_rate=0.01),
                        train_data=_DATA, dev_data=_DATA) as eng:
       uninterrupted = eng.train()
     self.assertEqual([r.epoch for r in resumed], [1, 2])
@@ -104,14 +104,14 @@ class HooksTest(tf.test.TestCase):
 
   def test_not_a_hook(self):
     with self.assertRaisesRegex(TypeError, r"hooks\[0\] must be a tf.compat.v1.train.SessionRunHook, got str"):
-      engine.Engine(testing_graphs.make_sum_graph(), _config(testing_graphs.tempdir(self)), train_data=_DATA,
+      engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path), train_data=_DATA,
                     dev_data=[], hooks=["profile"])
 
 
 class BestCheckpointsTest(tf.test.TestCase):
 
   def test_keeps_the_best_independent_of_the_rotation(self):
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     # loss x * w * epoch with learning rate 0: the figure grows with the epoch, so epochs 1 and 2 are the best
     cfg = _config(tmp, num_epochs=4, learning_rate=0.0, keep_checkpoints=1, keep_best_checkpoints=2)
     with engine.Engine(testing_graphs.make_sum_graph(times_epoch=True), cfg, train_data=_DATA, dev_data=_DATA) as eng:
@@ -132,7 +132,7 @@ class BestCheckpointsTest(tf.test.TestCase):
                      [(r.epoch, r.dev["x"]) for r in history[:2]])
 
   def test_a_better_epoch_replaces_the_worst(self):
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     kept = best_checkpoints.BestCheckpoints(tmp, keep=2, loss_name="ce")
     for epoch, figure in ((1, 3.0), (2, 1.0), (3, 2.0), (4, 5.0), (5, float("nan"))):
       prefix = os.path.join(tmp, f"model.{epoch:03d}")
@@ -153,7 +153,7 @@ class BestCheckpointsTest(tf.test.TestCase):
     self.assertEqual(os.listdir(os.path.join(tmp, "best")), ["notes.txt"])  # a file it did not write stays
 
   def test_ranked_by_another_loss_is_refused(self):
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     best_checkpoints.BestCheckpoints(tmp, keep=1, loss_name="ce").update(
         self._fake_checkpoint(tmp), epoch=1, figure=1.0)
     with self.assertRaisesRegex(ValueError, r"keeps the best checkpoints by loss 'ce', this run ranks by 'fer'"):
@@ -166,7 +166,7 @@ class BestCheckpointsTest(tf.test.TestCase):
     return prefix
 
   def test_unknown_best_loss(self):
-    tmp = os.path.join(testing_graphs.tempdir(self), "td")
+    tmp = os.path.join(self.create_tempdir().full_path, "td")
     with self.assertRaisesRegex(ValueError, r"unknown loss name 'ce'; the graph's losses are \['x'\]"):
       engine.Engine(testing_graphs.make_sum_graph(), _config(tmp, keep_best_checkpoints=1, best_checkpoint_loss="ce"),
                     train_data=_DATA, dev_data=[])

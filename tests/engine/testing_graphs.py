@@ -50,11 +50,3 @@ def sum_data(lengths: List[int], seed: int = 0) -> List[dict]:
   rng = np.random.default_rng(seed)
   return [{"x": rng.uniform(0, 10, size=[n]).astype(np.float32)} for n in lengths]
 
-
-def tempdir(test) -> str:
-  """A fresh directory removed after ``test`` (works under pytest, where absl flags are unparsed)."""
-  import shutil  # pylint: disable=import-outside-toplevel
-  import tempfile  # pylint: disable=import-outside-toplevel
-  path = tempfile.mkdtemp(prefix="returnn_rc_engine_test_")
-  test.addCleanup(shutil.rmtree, path, True)
-  return path

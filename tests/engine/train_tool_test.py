@@ -10,8 +10,6 @@ import sys
 
 from absl.testing import absltest, parameterized
 
-from tests.engine import testing_graphs
-
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TOOL = os.path.join(_ROOT, "tools", "train.py")
 
@@ -34,7 +32,7 @@ class TrainToolTest(parameterized.TestCase):
       self.assertIn(flag, proc.stdout)
 
   def test_run_and_rerun(self):
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     args = ["--graph=two_losses", f"--train_dir={tmp}", "--num_epochs=2", "--max_seqs=32", "--batch_size=16"]
     proc = _run(*args)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
@@ -48,7 +46,7 @@ class TrainToolTest(parameterized.TestCase):
   def test_record_files_flow(self):
     """make_dataset -> train from the files (AdamW, clipping, accumulation, warm-up, best-2) -> evaluate the best
     checkpoint from the files: the dev figure of the training table (files vs memory: files_engine_test)."""
-    tmp = testing_graphs.tempdir(self)
+    tmp = self.create_tempdir().full_path
     data, train_dir = os.path.join(tmp, "data"), os.path.join(tmp, "train")
     proc = _run("--graph=two_losses", "--split=dev", f"--output={data}", "--num_shards=3", "--max_seqs=48",
                 tool=os.path.join(_ROOT, "tools", "make_dataset.py"))
@@ -77,7 +75,7 @@ class TrainToolTest(parameterized.TestCase):
     self.assertAlmostEqual(result["losses"]["aux_ce"]["figure"], min(dev_aux), delta=6e-5)  # the table rounds
 
   def test_bad_lr_control_loss(self):
-    proc = _run("--graph=two_losses", f"--train_dir={testing_graphs.tempdir(self)}", "--max_seqs=8",
+    proc = _run("--graph=two_losses", f"--train_dir={self.create_tempdir().full_path}", "--max_seqs=8",
                 "--lr_control_loss=nope")
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn("unknown loss name 'nope'", proc.stderr)

@@ -178,7 +178,7 @@ class GradAccumulationTest(tf.test.TestCase, parameterized.TestCase):
     seqs = testing_graphs.sum_data([3] * 6)
     finals = []
     for batch_size, k in ((2, 2), (4, 1)):
-      cfg = engine.EngineConfig(train_dir=testing_graphs.tempdir(self), num_epochs=2, batch_size=batch_size,
+      cfg = engine.EngineConfig(train_dir=self.create_tempdir().full_path, num_epochs=2, batch_size=batch_size,
                                 accum_grad_multiple_step=k, optimizer="momentum", learning_rate=0.01,
                                 save_checkpoints=False, log_every_secs=1e9)
       with engine.Engine(testing_graphs.make_sum_graph(), cfg, train_data=seqs, dev_data=[]) as eng:

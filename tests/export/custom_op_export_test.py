@@ -2,17 +2,17 @@
 
 import os
 
-from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
+from absl.testing import absltest
 from tensorflow.core.protobuf import saved_model_pb2
 
 import returnn_rc as rc
 from returnn_rc import export, ops
 from returnn_rc.export import forward_graph
 from returnn_rc.export import forwarding as forward
-import export_test_util as util
-import tiny_graph
+from tests.export import export_test_util as util
+from tests.export import tiny_graph
 
 
 def _forward_step(*, model, extern_data):
@@ -31,7 +31,7 @@ def _forward_step(*, model, extern_data):
 class CustomOpExportTest(absltest.TestCase):
 
   def test_exports_with_fallback(self):
-    tmp = util.temp_dir(self)
+    tmp = self.create_tempdir().full_path
     module = util.variant(forward_step=_forward_step, model_outputs_template=None)
     export_dir = os.path.join(tmp, "sm")
     export.export_saved_model(module, checkpoint_path=None, export_dir=export_dir)

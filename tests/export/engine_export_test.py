@@ -4,19 +4,18 @@
 import os
 from unittest import mock
 
-from absl.testing import absltest
 import numpy as np
+from absl.testing import absltest
 
 from returnn_rc import engine, export
 from returnn_rc.export import forwarding as forward
-import export_test_util as util
-import tiny_graph
+from tests.export import tiny_graph
 
 
 class EngineExportTest(absltest.TestCase):
 
   def test_engine_checkpoint_round_trip(self):
-    tmp = util.temp_dir(self)
+    tmp = self.create_tempdir().full_path
     train_dir = os.path.join(tmp, "train")
     dev = tiny_graph.default_data("dev")
     # The losses may use the custom op; the fallback keeps this test independent of its build.

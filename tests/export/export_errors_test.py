@@ -2,17 +2,19 @@
 
 import os
 import re
+import shutil
+import tempfile
 
-from absl.testing import absltest, parameterized
 import numpy as np
 import tensorflow as tf
+from absl.testing import absltest, parameterized
 
 import returnn_rc as rc
 from returnn_rc import export
 from returnn_rc.export import forward_graph
 from returnn_rc.export import forwarding as forward
-import export_test_util as util
-import tiny_graph
+from tests.export import export_test_util as util
+from tests.export import tiny_graph
 
 
 def _mark_one(name):
@@ -27,7 +29,7 @@ class ExportErrorsTest(parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.tmp = util.temp_dir(self)
+    self.tmp = self.create_tempdir().full_path
     self.export_dir = os.path.join(self.tmp, "sm")
 
   def _export(self, module, checkpoint_path=None, **kwargs):
@@ -193,15 +195,11 @@ class ServingErrorsTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.tmp = __import__("tempfile").mkdtemp(prefix="rc_export_")
+    cls.tmp = tempfile.mkdtemp(dir=absltest.TEST_TMPDIR.value)  # class fixture: under absltest's temp dir
+    cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
     cls.export_dir = os.path.join(cls.tmp, "sm")
     export.export_saved_model(tiny_graph, checkpoint_path=None, export_dir=cls.export_dir)
     cls.good = {"data": np.zeros([2, 4, 3], np.float32), "data:size1": np.array([4, 2], np.int32)}
-
-  @classmethod
-  def tearDownClass(cls):
-    __import__("shutil").rmtree(cls.tmp, ignore_errors=True)
-    super().tearDownClass()
 
   def test_tf1_loader_wrong_rank(self):
     graph = tf.Graph()

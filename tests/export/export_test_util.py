@@ -3,17 +3,15 @@
 import importlib
 import os
 import pkgutil
-import shutil
 import subprocess
 import sys
-import tempfile
 import types
 from typing import Any, Dict, List, Tuple
 
 import tensorflow as tf
 
 import returnn_rc as rc
-import tiny_graph
+from tests.export import tiny_graph
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,10 +70,3 @@ def run_python(args: List[str], *, timeout: float = 120, env: Dict[str, str] = N
   proc = subprocess.run([sys.executable] + args, cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
   return proc.returncode, proc.stdout
-
-
-def temp_dir(test) -> str:
-  """A fresh temporary directory, removed after ``test`` (works under pytest, unlike create_tempdir)."""
-  path = tempfile.mkdtemp(prefix="rc_export_")
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return path

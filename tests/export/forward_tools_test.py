@@ -6,13 +6,13 @@ import re
 import subprocess
 import sys
 
-from absl.testing import absltest
 import numpy as np
+from absl.testing import absltest
 
 from returnn_rc import export, graph_module
 from returnn_rc.export import forwarding as forward
-import export_test_util as util
-import tiny_graph
+from tests.export import export_test_util as util
+from tests.export import tiny_graph
 
 _TINY = os.path.join("tests", "export", "tiny_graph.py")
 
@@ -51,7 +51,7 @@ class PaddingTest(absltest.TestCase):
       forward.feed_from_padded(padded, _desc())
 
   def test_read_npz_formats(self):
-    tmp = util.temp_dir(self)
+    tmp = self.create_tempdir().full_path
     seqs = [{"data": np.ones([2, 2], np.float32), "ids": np.array([4, 5], np.int32)}]
     per_seq_path = os.path.join(tmp, "per_seq.npz")
     np.savez(per_seq_path, **{f"seq0/{k}": v for k, v in seqs[0].items()})
@@ -104,7 +104,7 @@ class PaddingTest(absltest.TestCase):
 class ToolsTest(absltest.TestCase):
 
   def test_export_then_forward_saved_model(self):
-    tmp = util.temp_dir(self)
+    tmp = self.create_tempdir().full_path
     export_dir = os.path.join(tmp, "sm")
     code, log = util.run_python(["tools/export.py", f"--graph={_TINY}", "--fresh_init", f"--export_dir={export_dir}"])
     self.assertEqual(code, 0, msg=log[-3000:])
@@ -143,7 +143,7 @@ class ToolsTest(absltest.TestCase):
         np.testing.assert_array_equal(g[key], e[key])
 
   def test_forward_graph_module_checkpoint(self):
-    tmp = util.temp_dir(self)
+    tmp = self.create_tempdir().full_path
     ckpt = util.make_checkpoint(tiny_graph, tmp)
     out_path = os.path.join(tmp, "out.npz")
     code, log = util.run_python(["tools/forward.py", f"--graph={_TINY}", f"--checkpoint={tmp}",

@@ -7,15 +7,16 @@ import os
 import shutil
 import tempfile
 
-from absl.testing import absltest, parameterized
 import numpy as np
 import tensorflow as tf
+from absl.testing import absltest, parameterized
 from tensorflow.core.protobuf import saved_model_pb2
 
 from returnn_rc import export
 from returnn_rc.export import forward_graph
 from returnn_rc.export import forwarding as forward
-import export_test_util as util
+from tests.export import export_test_util as util
+from tests.export import tiny_graph
 
 _MODULES = util.graph_module_names()
 
@@ -30,7 +31,8 @@ class RoundTripTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.tmp = tempfile.mkdtemp(prefix="rc_export_test_")
+    cls.tmp = tempfile.mkdtemp(dir=absltest.TEST_TMPDIR.value)  # class fixture: under absltest's temp dir
+    cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
     cls.cases = {}
     jobs = []
     for i, name in enumerate(_MODULES):
@@ -65,11 +67,6 @@ class RoundTripTest(parameterized.TestCase):
     # A fresh process with only TensorFlow: no PYTHONPATH to this repo.
     cls.server_rc, cls.server_log = util.run_python(
         [os.path.join(util.HERE, "serve_plain_tf.py"), jobs_path], env={"PYTHONPATH": ""}, timeout=300)
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.tmp, ignore_errors=True)
-    super().tearDownClass()
 
   def _case(self, name):
     case = self.cases[name]
@@ -179,8 +176,7 @@ class TinyGraphDetailsTest(absltest.TestCase):
   """What only the tiny graph shows: pruned inputs, shared and derived dims."""
 
   def test_description(self):
-    import tiny_graph  # pylint: disable=import-outside-toplevel
-    tmp = util.temp_dir(self)
+    tmp = self.create_tempdir().full_path
     desc = export.export_saved_model(tiny_graph, checkpoint_path=None, export_dir=os.path.join(tmp, "sm"))
     self.assertEqual(list(desc["inputs"]), ["data"])  # "classes" is not used by forward_step
     data = desc["inputs"]["data"]

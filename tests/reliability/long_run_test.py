@@ -3,11 +3,8 @@ epoch) and many train/eval switches in one session. The graph is finalized and i
 constant after the first step; the process's resident memory after warm-up grows by less than
 :data:`RSS_SLACK_MB` to the end."""
 
-import shutil
-import tempfile
-
-from absl.testing import absltest
 import tensorflow as tf
+from absl.testing import absltest
 
 from graphs import seq_classifier, two_losses
 from returnn_rc import engine
@@ -30,8 +27,7 @@ def rss_mb() -> float:
 class LongRunTest(absltest.TestCase):
 
   def test_many_epochs_no_graph_growth_bounded_memory(self):
-    tmp = tempfile.mkdtemp(prefix="rc_long_run_")
-    self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+    tmp = self.create_tempdir().full_path
     train = seq_classifier.default_data("train", max_seqs=8)
     dev = seq_classifier.default_data("dev", max_seqs=4)
     config = engine.EngineConfig(train_dir=tmp, num_epochs=NUM_EPOCHS, batch_size=4, log_every_secs=1e9,
@@ -54,7 +50,7 @@ class LongRunTest(absltest.TestCase):
 
   def test_many_train_eval_switches(self):
     built = goldens.build("two_losses", finalize=True)
-    batch = goldens.pad(built.template, two_losses.default_data("dev", max_seqs=4))
+    batch = built.pad(two_losses.default_data("dev", max_seqs=4))
     num_ops = len(built.graph.get_operations())
     with built.session() as sess:
       train_feed, eval_feed = built.feed(batch, train=True), built.feed(batch, train=False)

@@ -1,6 +1,8 @@
-"""tools/benchmark.py: --help lists its flags; --quick runs every part and prints every table row.
+"""The run-context benchmarks (tools/bench_{flag,engine,reduction,xla,build}.py): --help lists the flags
+(of bench_flag.py: each process costs a TensorFlow import, several seconds); --quick runs each, with
+one of its own flags and --seed given explicitly, and prints every table row.
 
-A smoke test only: the quick run uses tiny sizes and a handful of steps, so its numbers mean
+A smoke test only: the quick runs use tiny sizes and a handful of steps, so their numbers mean
 nothing and are not checked (no timing assertions).
 """
 
@@ -9,20 +11,27 @@ import re
 import subprocess
 import sys
 
-from absl.testing import absltest
+from absl.testing import absltest, parameterized
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_TOOL = os.path.join(_ROOT, "tools", "benchmark.py")
+_GRAPHS = sorted(f[:-3] for f in os.listdir(os.path.join(_ROOT, "graphs")) if f.endswith(".py") and f[0] != "_")
+_COMMON_FLAGS = ("--[no]quick:", "--rounds:", "--seed:")
 
-# Keys (first column) of the rows a quick run must print; "3 ..." for its one reduction shape 4x16x8.
-_ROW_KEYS = ("1a", "1b", "1c", "1d", "2", "3 [B,T] 4x16 fwd", "3 [B,T] 4x16 fwd+bwd", "3 [B,T,V] 4x16x8 fwd",
-             "3 [B,T,V] 4x16x8 fwd+bwd", "4", "4 first pass", "5 char_lm", "5 seq_classifier", "5 two_losses")
+# benchmark → (a flag of its own given in the quick run, the keys (first column) of the rows it must print).
+_BENCHMARKS = {
+    "flag": ("--batch_size=8", ("1a", "1b", "1c", "1d")),
+    "engine": ("--epoch_seqs=32", ("2",)),
+    "reduction": ("--round_secs=0",  # its quick run: the one shape 4x16x8
+                  ("3 [B,T] 4x16 fwd", "3 [B,T] 4x16 fwd+bwd", "3 [B,T,V] 4x16x8 fwd", "3 [B,T,V] 4x16x8 fwd+bwd")),
+    "xla": ("--batch_size=8", ("4", "4 first pass")),
+    "build": ("--repeats=1", tuple(f"5 {name}" for name in _GRAPHS)),
+}
 
 
-def _run(*args, timeout=120):
+def _run(name, *args, timeout=180):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, _TOOL, *args], cwd=_ROOT, env=env, capture_output=True, text=True,
-                        timeout=timeout, check=False)
+  return subprocess.run([sys.executable, os.path.join(_ROOT, "tools", f"bench_{name}.py"), *args], cwd=_ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _table_rows(stdout: str):
@@ -35,28 +44,31 @@ def _table_rows(stdout: str):
   return rows
 
 
-class BenchmarkSmokeTest(absltest.TestCase):
+class BenchmarkSmokeTest(parameterized.TestCase):
 
   def test_help(self):
-    proc = _run("--help", timeout=60)  # absl's --help exits with status 1
+    proc = _run("flag", "--help", timeout=60)  # absl's --help exits with status 1
     self.assertIn(proc.returncode, (0, 1), proc.stderr[-2000:])
-    for flag in ("--[no]quick:", "--rounds:", "--steps:", "--epoch_seqs:", "--batch_size:", "--reduction_shapes:", "--reduction_round_secs:",
-                 "--parts:", "--seed:"):
+    for flag in _COMMON_FLAGS + ("--steps:", "--batch_size:"):  # the common ones adopted from bench_common.py
       self.assertIn(flag, proc.stdout)
 
-  def test_quick_prints_all_rows(self):
-    proc = _run("--quick")
+  @parameterized.parameters(*_BENCHMARKS)
+  def test_quick_prints_all_rows(self, name):
+    own_flag, keys = _BENCHMARKS[name]
+    proc = _run(name, "--quick", "--seed=42", own_flag)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("machine:", proc.stdout)
     rows = _table_rows(proc.stdout)
-    self.assertEqual(sorted(rows), sorted(_ROW_KEYS), proc.stdout)
-    for key in ("1a", "2"):  # the figures with a target
-      self.assertRegex(rows[key][3], r"<= \d\.\d\dx")
-      self.assertIn(rows[key][4], ("PASS", "MISS"))
-    for key in ("1b", "1c", "3 [B,T,V] 4x16x8 fwd+bwd", "4"):
-      self.assertRegex(rows[key][2], r"^\d+\.\d{3}x$")
-      self.assertEqual(rows[key][4], "info")
-    self.assertTrue(re.search(r"\d+ ops", rows["5 char_lm"][1]), rows["5 char_lm"])
+    self.assertEqual(sorted(rows), sorted(keys), proc.stdout)
+    for key, cells in rows.items():
+      if key in ("1a", "2"):  # the figures with a target
+        self.assertRegex(cells[3], r"<= \d\.\d\dx")
+        self.assertIn(cells[4], ("PASS", "MISS"))
+      elif key in ("1b", "1c", "3 [B,T,V] 4x16x8 fwd+bwd", "4"):
+        self.assertRegex(cells[2], r"^\d+\.\d{3}x$")
+        self.assertEqual(cells[4], "info")
+    if name == "build":
+      self.assertTrue(re.search(r"\d+ ops", rows["5 char_lm"][1]), rows["5 char_lm"])
 
 
 if __name__ == "__main__":
