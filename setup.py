@@ -39,7 +39,7 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu=={_TF_VERSION}"],
         "gpu": [f"tensorflow=={_TF_VERSION}"],
-        "tests": ["pytest", "hypothesis"],
+        "tests": ["pytest", "pytest-xdist", "hypothesis", "ruff"],
     },
     ext_modules=_build.get_extensions(),
     cmdclass={"build_ext": _build.BuildExt},
