@@ -6,6 +6,7 @@ runs inside a fresh ``tf.Graph`` with a reset run context.
 """
 
 import os
+import re
 import tempfile
 from unittest import mock
 
@@ -694,8 +695,26 @@ class BadInputTableTest(tf.test.TestCase, parameterized.TestCase):
       finally:
         _TMP_ROOT = None
 
-  def test_table_size(self):
-    self.assertGreaterEqual(len(BAD_INPUTS), 20)
+  def test_readme_table_is_this_table(self):
+    with open(os.path.join(_REPO_ROOT, "README.md"), encoding="utf-8") as f:
+      readme = f.read()
+    section = readme.split("\n## Bad input\n", 1)[1].split("\n## ", 1)[0]
+    table = {(area, what, exc.__name__) for area, what, exc, _, _ in BAD_INPUTS}
+    self.assertLen(table, len(BAD_INPUTS), "two rows of BAD_INPUTS have the same area, description and error")
+    self.assertEqual(_readme_rows(section), table)
+    # Control: the parser sees a row that is missing from the README and one that is added.
+    first_row = next(line for line in section.splitlines() if _README_ROW.match(line))
+    self.assertLen(_readme_rows(section.replace(first_row + "\n", "")), len(table) - 1)
+    self.assertLen(_readme_rows(section + "\n| api | new | `ValueError` | x |"), len(table) + 1)
+
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_README_ROW = re.compile(r"^\| (\w+) \| (.+?) \| `(\w+)` \| .* \|$")
+
+
+def _readme_rows(section: str) -> set:
+  """(area, bad input, error class name) of each row of the README's bad-input table."""
+  return {m.groups() for m in map(_README_ROW.match, section.splitlines()) if m}
 
 
 if __name__ == "__main__":
