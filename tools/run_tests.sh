@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install.sh
-exec "${PYTHON:-python3}" -m pytest tests -q -p no:cacheprovider "$@"
+# -n auto: one pytest-xdist worker per CPU core (the suite is CPU-bound; many tests start TF subprocesses).
+exec "${PYTHON:-python3}" -m pytest tests -q -p no:cacheprovider -n auto "$@"
