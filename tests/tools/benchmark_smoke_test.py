@@ -1,4 +1,4 @@
-"""The run-context benchmarks (tools/bench_{flag,engine,reduction,xla,build}.py): --quick runs each, with
+"""The run-context benchmarks (tools/bench_{flag,engine,reduction,xla,build,packing}.py): --quick runs each, with
 one of its own flags and the common --seed / --rounds (bench_common.py) given explicitly, and prints every
 table row (each process costs a TensorFlow import, several seconds).
 
@@ -24,6 +24,9 @@ _BENCHMARKS = {
                   ("3 [B,T] 4x16 fwd", "3 [B,T] 4x16 fwd+bwd", "3 [B,T,V] 4x16x8 fwd", "3 [B,T,V] 4x16x8 fwd+bwd")),
     "xla": ("--batch_size=8", ("4", "4 first pass")),
     "build": ("--repeats=1", tuple(f"5 {name}" for name in _GRAPHS)),
+    "packing": ("--steps=1",  # all three parts (its default --parts)
+                ("13 model", "13 model values", "13 model losses", *(f"13 goldens {name}" for name in _GRAPHS),
+                 "13 xla model", "13 xla model losses", *(f"13 xla {name}" for name in _GRAPHS))),
 }
 
 
@@ -48,18 +51,24 @@ class BenchmarkSmokeTest(parameterized.TestCase):
   @parameterized.parameters(*_BENCHMARKS)
   def test_quick_prints_all_rows(self, name):
     own_flag, keys = _BENCHMARKS[name]
-    proc = _run(name, "--quick", "--seed=42", "--rounds=1", own_flag)
+    # bench_packing builds 2-3 graphs per golden and part (XLA compilations included): ~1.5 min on 2 loaded cores.
+    proc = _run(name, "--quick", "--seed=42", "--rounds=1", own_flag, timeout=480 if name == "packing" else 180)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("machine:", proc.stdout)
     rows = _table_rows(proc.stdout)
     self.assertEqual(sorted(rows), sorted(keys), proc.stdout)
     for key, cells in rows.items():
-      if key in ("1a", "2"):  # the figures with a target
+      if key in ("1a", "2", "13 model", "13 goldens char_lm"):  # the figures with a target
         self.assertRegex(cells[3], r"<= \d\.\d\dx")
         self.assertIn(cells[4], ("PASS", "MISS"))
-      elif key in ("1b", "1c", "3 [B,T,V] 4x16x8 fwd+bwd", "4"):
+      elif key in ("1b", "1c", "3 [B,T,V] 4x16x8 fwd+bwd", "4", "13 model values", "13 xla model"):
         self.assertRegex(cells[2], r"^\d+\.\d{3}x$")
         self.assertEqual(cells[4], "info")
+    if name == "packing":  # the same weights and batch: the variants' losses agree (printed to 4 decimals)
+      losses = re.findall(r"(\w+) (-?\d+\.\d{4}) \((\d+)\)", rows["13 model losses"][1])
+      self.assertEqual([n for n, _, _ in losses], ["packed", "values", "unpacked"], rows["13 model losses"])
+      self.assertLess(max(float(v) for _, v, _ in losses) - min(float(v) for _, v, _ in losses), 1e-2, losses)
+      self.assertGreater(int(losses[0][2]), int(losses[2][2]), "packed has more flatten ops than unpacked")
     if name == "build":
       self.assertTrue(re.search(r"\d+ ops", rows["5 char_lm"][1]), rows["5 char_lm"])
 
