@@ -80,7 +80,7 @@ class Model:
     """Returns (logits ``[B,S,L]``, attention weights ``[B,S,T]``, location distances ``(p_s-p_t)^2`` ``[B,S,T]``)."""
     time_dim, label_time_dim = data.dims[1], classes.dims[1]
     x = tf.where(data.get_sequence_mask_broadcast(time_dim), data.get_raw(), 0.0)  # [B,T,F], padding -> 0
-    enc = rc.dropout(tf.nn.relu(_dense(x, self.enc_w) + self.enc_b), DROPOUT)  # [B,T,H]
+    enc = rc.dropout(tf.nn.relu(_dense(x, self.enc_w) + self.enc_b), DROPOUT, batch_axis=0)  # [B,T,H], by seq index
     labels = _valid_labels(classes)  # [B,S]
     prev = tf.concat([tf.fill([tf.shape(labels)[0], 1], BOS), labels[:, :-1]], axis=1)  # [B,S]
     query = tf.nn.embedding_lookup(self.embedding, prev)  # [B,S,H]

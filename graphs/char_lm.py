@@ -121,7 +121,7 @@ class Model:
       padded = tf.pad(h, [[0, 0], [(KERNEL - 1) * dilation, 0], [0, 0]])  # [B,T+(K-1)d,C]
       taps = tf.concat([padded[:, k * dilation:k * dilation + time] for k in range(KERNEL)], axis=-1)  # [B,T,K*C]
       c = tf.nn.relu(_dense(taps, tf.reshape(w, [KERNEL * CHANNELS, CHANNELS])) + b)  # [B,T,C]
-      h = h + rc.dropout(c, self.dropout)
+      h = h + rc.dropout(c, self.dropout, batch_axis=0)  # masks by global sequence index
     return _dense(h, self.out_w) + self.out_b
 
 

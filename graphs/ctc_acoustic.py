@@ -75,7 +75,7 @@ class Model:
     padded = tf.pad(x, [[0, 0], [KERNEL // 2, KERNEL // 2], [0, 0]])  # [B,T+K-1,F]
     taps = tf.concat([padded[:, k:k + time] for k in range(KERNEL)], axis=-1)  # [B,T,K*F]
     h = tf.nn.relu(_dense(taps, self.conv_w) + self.conv_b)  # [B,T,H]
-    h = rc.dropout(h, DROPOUT)
+    h = rc.dropout(h, DROPOUT, batch_axis=0)  # masks by global sequence index
     return _dense(h, self.out_w) + self.out_b
 
 

@@ -70,7 +70,7 @@ class Model:
     emb = tf.nn.embedding_lookup(self.embedding, tf.where(mask[:, :, 0] > 0, ids, 0))  # [B,T,E], padding -> id 0
     mean = tf.reduce_sum(emb * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)  # [B,E]
     hidden = tf.nn.relu(tf.matmul(mean, self.hidden_w) + self.hidden_b)
-    hidden = rc.dropout(hidden, 0.1)
+    hidden = rc.dropout(hidden, 0.1, batch_axis=0)  # masks by global sequence index
     return tf.matmul(hidden, self.out_w) + self.out_b  # [B,K]
 
 
