@@ -123,7 +123,8 @@ def _local_zeros(shape, dtype: tf.DType, name: str) -> tf.Variable:
 def build_update(losses: Mapping[str, Loss], total_loss: tf.Tensor, *, learning_rate: tf.Tensor,
                  step_var: tf.Variable, optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
                  grad_clip_global_norm: Optional[float] = None, accum_grad_multiple_step: int = 1,
-                 var_list: Optional[Sequence[tf.Variable]] = None) -> Update:
+                 var_list: Optional[Sequence[tf.Variable]] = None,
+                 grads_and_vars: Optional[Sequence[Tuple[tf.Tensor, tf.Variable]]] = None) -> Update:
   """Builds the update of the trainable variables (see the module docstring).
 
   Args:
@@ -134,12 +135,19 @@ def build_update(losses: Mapping[str, Loss], total_loss: tf.Tensor, *, learning_
     optimizer / weight_decay / momentum / grad_clip_global_norm / accum_grad_multiple_step: the
       options (:func:`check_update_options`).
     var_list: the variables to train; default: all trainable variables.
+    grads_and_vars: the gradients to apply, already computed (e.g. summed over replicas by an
+      all-reduce); only with ``accum_grad_multiple_step == 1``. Default: the gradients of ``total_loss``.
   """
   check_update_options(optimizer=optimizer, weight_decay=weight_decay, momentum=momentum,
                        grad_clip_global_norm=grad_clip_global_norm, accum_grad_multiple_step=accum_grad_multiple_step)
   opt = make_optimizer(optimizer, learning_rate, momentum=momentum)
   variables = list(var_list if var_list is not None else tf.compat.v1.trainable_variables())
-  grads_and_vars = [(dense(g), v) for g, v in opt.compute_gradients(total_loss, var_list=variables)]
+  if grads_and_vars is not None:
+    if accum_grad_multiple_step != 1:
+      raise ValueError(f"precomputed gradients need accum_grad_multiple_step=1, got {accum_grad_multiple_step}")
+    grads_and_vars = [(dense(g), v) for g, v in grads_and_vars]
+  else:
+    grads_and_vars = [(dense(g), v) for g, v in opt.compute_gradients(total_loss, var_list=variables)]
   opts = dict(learning_rate=learning_rate, weight_decay=weight_decay, grad_clip_global_norm=grad_clip_global_norm)
   if accum_grad_multiple_step == 1:
     train_op = _apply(opt, grads_and_vars, global_step=step_var, **opts)
