@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -270,6 +270,57 @@ def total(losses: Sequence[Loss]) -> Tensor:
     return _scalar(tf.add_n(parts) if len(parts) > 1 else tf.identity(parts[0]), "total_loss")
 
 
+def all_reduce_losses(losses: Sequence[Loss], replica_ctx: Any) -> None:
+  """Sums (summed, inv_norm) of each of ``losses`` over the replicas of ``replica_ctx`` with ONE collective.
+
+  The local reductions of all losses are concatenated in the given order (the marking order) into one
+  float64 vector ``[2 * len(losses)]``, all-reduced with ``SUM`` in one ``replica_ctx.all_reduce`` call,
+  and split. Each loss's global figure is ``stop_gradient(global) + (local - stop_gradient(local))``:
+  the value is exactly the all-reduced sum (cast back to the reduction dtype), the gradient is this
+  replica's local contribution. As the partial derivatives of any function of the global figures (e.g.
+  ``summed / inv_norm``) are evaluated at the global values, the per-replica gradients summed over the
+  replicas are exactly the gradient of that function of the global figures.
+
+  Args:
+    losses: the losses of one run context, in marking order (their global reductions must not be built).
+    replica_ctx: a ``tf.distribute.ReplicaContext``.
+  """
+  if not losses:
+    return
+  with tf.name_scope("cross_replica_losses"):
+    local = []
+    for loss in losses:
+      local.append((loss.get_local_summed_loss().get_raw(), loss.get_local_inv_norm_factor().get_raw()))
+    vector = tf.stack([tf.cast(t, tf.float64) for pair in local for t in pair], name="local_reductions")
+    reduced = _all_reduce_sum(replica_ctx, vector)
+    reduced = tf.unstack(tf.reshape(reduced, [2 * len(losses)]), name="global_reductions")
+    for i, loss in enumerate(losses):
+      pair = []
+      for value, total_sum, what in ((local[i][0], reduced[2 * i], "summed"),
+                                     (local[i][1], reduced[2 * i + 1], "inv_norm_factor")):
+        with tf.name_scope(f"loss_{_scope_name(loss.name)}/global_{what}"):
+          exact = tf.stop_gradient(tf.cast(total_sum, value.dtype))
+          pair.append(_scalar(exact + (value - tf.stop_gradient(value)), f"{loss.name}:global_{what}"))
+      loss.set_global_reductions(pair[0], pair[1])
+
+
+def _all_reduce_sum(replica_ctx: Any, value: tf.Tensor) -> tf.Tensor:
+  """``value`` summed over the replicas: one collective (the values need no gradient).
+
+  As ``replica_ctx.all_reduce``, without its gradient wrapper, which in graph mode looks up by name the
+  variables the other replicas' values depend on and fails for mirrored ``tf.compat.v1`` variables."""
+  extended = replica_ctx.strategy.extended
+  use_merge_call = getattr(extended, "_use_merge_call", None)
+  if use_merge_call is not None and not use_merge_call():  # collective strategies without merge_call
+    return replica_ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+  def reduce_fn(strategy, v):
+    destination = v.device if isinstance(v, tf.Tensor) else v
+    return strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM, [(v, destination)])[0]
+
+  return replica_ctx.merge_call(reduce_fn, args=(value,))
+
+
 def _scope_name(name: str) -> str:
   return "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
 
@@ -295,9 +346,14 @@ class Loss:
   _summed_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
   _mean_loss_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
   _inv_norm_factor_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
+  _local_summed_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
+  _local_inv_norm_cached: Optional[Tensor] = dataclasses.field(default=None, repr=False)
   #: The losses marked in the same run context (this one included; set by ``RunCtx.mark_as_loss``): their
   #: frame-wise tensors are packed too, so a producer they share with this loss is packed once.
   siblings: Optional[Mapping[str, "Loss"]] = dataclasses.field(default=None, repr=False, compare=False)
+  #: Called before a global reduction is built (set by ``RunCtx.mark_as_loss``: ``RunCtx.reduce_losses``,
+  #: which all-reduces the reductions of all losses of the context inside a replica context).
+  reduce_hook: Optional[Callable[[], None]] = dataclasses.field(default=None, repr=False, compare=False)
 
   def __post_init__(self):
     check_loss_options(self.name, scale=self.scale, as_error=self.as_error,
@@ -309,11 +365,23 @@ class Loss:
                       f"{type(self.custom_inv_norm_factor).__name__}")
 
   def get_summed_loss(self) -> Tensor:
-    """Sum of the loss over all valid (non-padded) elements, scalar."""
+    """Sum of the loss over all valid (non-padded) elements, scalar.
+
+    Inside a replica context of a ``tf.distribute`` strategy (see :meth:`RunCtx.reduce_losses`): the sum
+    over all replicas, whose gradient is this replica's contribution."""
     if self._summed_loss_cached is None:
-      self._summed_loss_cached = summed_loss(self.loss, use_flatten_frames=self.use_flatten_frames,
-                                             name=self.name, sibling_losses=self._sibling_loss_tensors())
+      self._reduce_across_replicas()
+    if self._summed_loss_cached is None:
+      self._summed_loss_cached = self.get_local_summed_loss()
     return self._summed_loss_cached
+
+  def get_local_summed_loss(self) -> Tensor:
+    """Sum of the loss over the valid elements of this replica's batch (:meth:`get_summed_loss` outside a
+    strategy), scalar."""
+    if self._local_summed_cached is None:
+      self._local_summed_cached = summed_loss(self.loss, use_flatten_frames=self.use_flatten_frames,
+                                              name=self.name, sibling_losses=self._sibling_loss_tensors())
+    return self._local_summed_cached
 
   def _sibling_loss_tensors(self) -> List[Tensor]:
     """The frame-wise tensors of the sibling losses that are reduced on packed frames."""
@@ -321,19 +389,39 @@ class Loss:
       return []
     return [loss.loss for loss in self.siblings.values() if loss.use_flatten_frames]
 
+  def _reduce_across_replicas(self) -> None:
+    if self.reduce_hook is not None:
+      self.reduce_hook()
+
   def get_inv_norm_factor(self) -> Tensor:
-    """Number of valid elements of the loss (or the sum of ``custom_inv_norm_factor``), scalar."""
+    """Number of valid elements of the loss (or the sum of ``custom_inv_norm_factor``), scalar; over all
+    replicas inside a replica context (as :meth:`get_summed_loss`)."""
     if self._inv_norm_factor_cached is None:
-      self._inv_norm_factor_cached = inv_norm_factor(
-          self.loss, custom_inv_norm_factor=self.custom_inv_norm_factor, name=self.name)
+      self._reduce_across_replicas()
+    if self._inv_norm_factor_cached is None:
+      self._inv_norm_factor_cached = self.get_local_inv_norm_factor()
     return self._inv_norm_factor_cached
 
+  def get_local_inv_norm_factor(self) -> Tensor:
+    """:meth:`get_inv_norm_factor` of this replica's batch only, scalar."""
+    if self._local_inv_norm_cached is None:
+      self._local_inv_norm_cached = inv_norm_factor(
+          self.loss, custom_inv_norm_factor=self.custom_inv_norm_factor, name=self.name)
+    return self._local_inv_norm_cached
+
   def get_mean_loss(self) -> Tensor:
-    """``summed / inv_norm_factor``, scalar."""
+    """``summed / inv_norm_factor``, scalar (of the global figures inside a replica context)."""
     if self._mean_loss_cached is None:
       self._mean_loss_cached = mean_loss(self.get_summed_loss(), self.get_inv_norm_factor(),
                                                  name=self.name)
     return self._mean_loss_cached
+
+  def set_global_reductions(self, summed: Tensor, inv_norm: Tensor) -> None:
+    """Sets the (cross-replica) summed loss and inverse norm factor; for :func:`all_reduce_losses` only."""
+    if self._summed_loss_cached is not None or self._inv_norm_factor_cached is not None:
+      raise RuntimeError(f"loss {self.name!r}: its reductions were already built; they can be set only once")
+    self._summed_loss_cached = summed
+    self._inv_norm_factor_cached = inv_norm
 
   def get_scaled_reduced_loss(self) -> Tensor:
     """``(mean if use_normalized_loss else summed) * scale``: what the optimizer sees, scalar."""

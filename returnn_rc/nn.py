@@ -27,7 +27,11 @@ def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
     differentiable path is the same ``x * mask`` in both modes, with no ``tf.cond`` around it.
 
   The masks are stateless (a function of the seed, the op, the step and, in a ``tf.while_loop`` body,
-  the iteration) when the run context's step is a tensor; see :func:`set_stateless_dropout_seed`.
+  the iteration) when the run context's step is a tensor; see :func:`set_stateless_dropout_seed`. For an
+  :class:`Tensor` with the batch dim they are then also independent of how the batch is split and
+  padded: the mask value of an element is a hash of (seed, op, step, iterations, global sequence index =
+  ``get_run_ctx().global_seq_offset`` + batch index, its position on the other axes); see
+  :func:`_uniform_by_index`.
 
   Args:
     x: ``[...]`` an :class:`Tensor` or a raw ``tf.Tensor``; the result is of the same kind.
@@ -73,8 +77,13 @@ def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
         prob = tf.identity(prob)
     if flag is not True:
       prob = tf.where(flag, prob, tf.zeros_like(prob))
-    noise_shape = _noise_shape(x, raw, axis)
-    keep = _uniform(noise_shape) >= prob
+    noise_axes = _noise_axes(x, raw, axis)
+    if (isinstance(x, Tensor) and x.have_batch_axis() and raw.shape.rank is not None
+        and isinstance(get_run_ctx().step, tf.Tensor)):
+      uniform = _uniform_by_index(x, raw, noise_axes)
+    else:
+      uniform = _uniform(_noise_shape(raw, noise_axes))
+    keep = uniform >= prob
     mask = tf.cast(keep, raw.dtype) * tf.cast(1.0 / (1.0 - prob), raw.dtype)
     out = raw * mask
   if isinstance(x, Tensor):
@@ -174,11 +183,10 @@ def _uniform(shape: tf.Tensor) -> tf.Tensor:
     return tf.random.stateless_uniform(shape, seed=stateless_seed, dtype=tf.float32)
 
 
-def _noise_shape(x: Union[Tensor, tf.Tensor], raw: tf.Tensor, axis) -> tf.Tensor:
-  """Shape of the mask: ``raw``'s shape on the axes in ``axis``, 1 elsewhere (all axes for None)."""
-  shape = tf.shape(raw)
+def _noise_axes(x: Union[Tensor, tf.Tensor], raw: tf.Tensor, axis) -> Optional[List[int]]:
+  """The axes the mask varies over (None: all), from ``axis`` (see :func:`dropout`)."""
   if axis is None:
-    return shape
+    return None
   if axis is True:
     if not isinstance(x, Tensor) or x.feature_dim is None:
       raise ValueError(f"dropout: axis=True needs an rc.Tensor with a feature_dim, got {x!r}")
@@ -199,4 +207,88 @@ def _noise_shape(x: Union[Tensor, tf.Tensor], raw: tf.Tensor, axis) -> tf.Tensor
       idx.append(a % rank)
     else:
       raise TypeError(f"dropout: axis must be rc.Dim, int, True or a list, got {a!r}")
-  return tf.stack([shape[i] if i in idx else 1 for i in range(rank)])
+  return idx
+
+
+def _noise_shape(raw: tf.Tensor, noise_axes: Optional[List[int]]) -> tf.Tensor:
+  """Shape of the mask: ``raw``'s shape on ``noise_axes``, 1 elsewhere (all axes for None)."""
+  shape = tf.shape(raw)
+  if noise_axes is None:
+    return shape
+  return tf.stack([shape[i] if i in noise_axes else 1 for i in range(raw.shape.rank)])
+
+
+# Constants of the 32-bit finaliser of MurmurHash3 (a bijection on uint32 with full avalanche).
+_FMIX_MUL1, _FMIX_MUL2 = 0x85EBCA6B, 0xC2B2AE35
+
+
+def _fmix32(h: tf.Tensor) -> tf.Tensor:
+  """MurmurHash3's 32-bit finaliser, elementwise on a uint32 tensor."""
+  shift = lambda v, n: tf.bitwise.right_shift(v, tf.constant(n, tf.uint32))  # noqa: E731
+  h = tf.bitwise.bitwise_xor(h, shift(h, 16)) * tf.constant(_FMIX_MUL1, tf.uint32)
+  h = tf.bitwise.bitwise_xor(h, shift(h, 13)) * tf.constant(_FMIX_MUL2, tf.uint32)
+  return tf.bitwise.bitwise_xor(h, shift(h, 16))
+
+
+def _fold(h: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+  """Mixes the int ``value`` (any int dtype; its low and high 32 bits for 64-bit ones) into the uint32 hash
+  ``h`` (both broadcast)."""
+  if value.dtype in (tf.int64, tf.uint64):
+    low = tf.cast(tf.bitwise.bitwise_and(value, tf.constant(0xFFFFFFFF, value.dtype)), tf.uint32)
+    high = tf.cast(tf.bitwise.right_shift(value, tf.constant(32, value.dtype)), tf.uint32)
+    return _fmix32(tf.bitwise.bitwise_xor(_fmix32(tf.bitwise.bitwise_xor(h, low)), high))
+  return _fmix32(tf.bitwise.bitwise_xor(h, tf.cast(value, tf.uint32)))
+
+
+def _uniform_by_index(x: Tensor, raw: tf.Tensor, noise_axes: Optional[List[int]]) -> tf.Tensor:
+  """Uniform in [0, 1) float32 of the mask shape (``raw``'s shape, 1 on the axes not in ``noise_axes``),
+  each value a counter-based hash of (seed, op, step, loop iterations, global sequence index, position).
+
+  The global sequence index is ``global_seq_offset`` (of the run context) + the batch index. The
+  position on the other axes is folded in per group of axes: a group starts at every dynamic dim (and
+  at the first non-batch axis) and holds the static dims after it, whose linear index within the group
+  only depends on the static sizes. So no value depends on the local batch size or on the padded
+  lengths: the same sequence in a batch split or padded otherwise gets the same mask on its frames.
+  Vectorised (broadcast index tensors, a few uint32 ops per element); drawn outside XLA clusters.
+  """
+  ctx = get_run_ctx()
+  chain = _graph_chain(tf.compat.v1.get_default_graph())
+  seed = _stateless_seed(chain)
+  scope = "/".join(s for s in (g.get_name_scope() for g in reversed(chain)) if s)
+  op_key = zlib.crc32(f"{seed}/{scope}".encode()) & 0x7FFFFFFF
+  rank = raw.shape.rank
+  batch_axis = [d.is_batch_dim for d in x.dims].index(True)
+  in_mask = [noise_axes is None or i in noise_axes for i in range(rank)]
+  shape = tf.shape(raw)
+
+  def along(axis: int, values: tf.Tensor) -> tf.Tensor:  # [n] -> [1,..,n,..,1] on ``axis``
+    return tf.reshape(values, [-1 if i == axis else 1 for i in range(rank)])
+
+  with tf.xla.experimental.jit_scope(compile_ops=False), tf.name_scope("mask_hash"):
+    h = _fmix32(tf.constant(op_key, tf.uint32))
+    h = _fold(h, tf.cast(ctx.step, tf.int64))
+    for counter in _loop_counters(chain):
+      h = _fold(h, tf.cast(counter, tf.int64))
+    h = tf.reshape(h, [1] * rank)
+    if in_mask[batch_axis]:
+      offset = tf.cast(ctx.global_seq_offset, tf.int64)
+      h = _fold(h, along(batch_axis, offset + tf.range(tf.cast(shape[batch_axis], tf.int64))))
+    groups: List[List[int]] = []
+    for i in range(rank):
+      if i == batch_axis:
+        continue
+      if not groups or not x.dims[i].is_static():
+        groups.append([])
+      groups[-1].append(i)
+    for group in groups:
+      if not any(in_mask[i] for i in group):
+        continue
+      linear, stride = None, 1
+      for i in reversed(group):
+        if not in_mask[i]:
+          continue
+        index = along(i, tf.range(shape[i], dtype=tf.int32) * tf.constant(stride, tf.int32))
+        linear = index if linear is None else linear + index
+        stride *= x.dims[i].dimension if x.dims[i].is_static() else 1
+      h = _fold(h, linear)
+    return tf.cast(tf.bitwise.right_shift(h, tf.constant(8, tf.uint32)), tf.float32) * (1.0 / (1 << 24))

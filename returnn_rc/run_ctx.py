@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Seq
 import numpy as np
 import tensorflow as tf
 
-from returnn_rc.losses import Loss, check_loss_dims, check_loss_options, custom_inv_norm_tensor, total
+from returnn_rc.losses import Loss, all_reduce_losses, check_loss_dims, check_loss_options, custom_inv_norm_tensor, total
 from returnn_rc.tensor import Dim, Tensor, TensorDict, batch_dim, check_name, convert_to_tensor
 
 STAGE_INIT = "init"
@@ -87,16 +87,29 @@ class RunCtx:
     step: global train step (starts at 0), int or scalar int tensor.
     epoch: epoch (starts at 1), int or scalar int tensor.
     expected_outputs: templates of the outputs :meth:`mark_as_output` must produce (forward stage).
+    global_seq_offset: the global index of this replica's first sequence in the global batch (int >= 0 or
+      scalar int tensor): dropout masks are a function of the global sequence index (local batch index
+      + offset), so they do not depend on how a batch is split across replicas.
+    cross_replica: inside a replica context of a ``tf.distribute`` strategy, reduce the losses over all
+      replicas (:meth:`reduce_losses`); False: local reductions only (e.g. a test's negative control).
   """
 
   def __init__(self, *, stage: str, train_flag: TrainFlag = False, step: Union[int, tf.Tensor] = 0,
-               epoch: Union[int, tf.Tensor] = 1, expected_outputs: Optional[TensorDict] = None):
+               epoch: Union[int, tf.Tensor] = 1, expected_outputs: Optional[TensorDict] = None,
+               global_seq_offset: Union[int, tf.Tensor] = 0, cross_replica: bool = True):
     if stage not in _STAGES:
       raise ValueError(f"stage must be one of {_STAGES}, got {stage!r}")
     self.stage = stage
     self._train_flag: TrainFlag = _check_train_flag(train_flag)
     self._step = _check_step_or_epoch("step", step, 0)
     self._epoch = _check_step_or_epoch("epoch", epoch, 1)
+    self._global_seq_offset = _check_step_or_epoch("global_seq_offset", global_seq_offset, 0)
+    if not isinstance(cross_replica, (bool, np.bool_)):
+      raise TypeError(f"cross_replica must be a bool, got {type(cross_replica).__name__} {cross_replica!r}")
+    self.cross_replica = bool(cross_replica)
+    self.num_replicas: int = _num_replicas_in_sync()
+    # The replica context whose collective reduced the losses (None: not reduced across replicas).
+    self._reduced_in: Optional[Any] = None
     if expected_outputs is not None:
       if not isinstance(expected_outputs, TensorDict):
         raise TypeError(f"expected_outputs must be an rc.TensorDict, got {type(expected_outputs).__name__}")
@@ -222,6 +235,11 @@ class RunCtx:
     """Epoch, from 1; may be a tensor."""
     return self._epoch
 
+  @property
+  def global_seq_offset(self) -> Union[int, tf.Tensor]:
+    """Global index of this replica's first sequence (0 outside a split batch); may be a tensor."""
+    return self._global_seq_offset
+
   def get_step_tensor(self) -> Tensor:
     """The step as a scalar int64 :class:`Tensor` (created in the current graph on first call)."""
     if self._step_tensor is None or not _in_current_graph(self._step_tensor):
@@ -258,13 +276,18 @@ class RunCtx:
         :func:`returnn_rc.losses.custom_inv_norm_tensor`. Its valid values must be finite and >= 0
         (run-time ``InvalidArgumentError``).
     Raises:
-      RuntimeError: not in stage ``"train_step"``.
+      RuntimeError: not in stage ``"train_step"``; the losses were already reduced across replicas.
       TypeError / ValueError: a bad name, option, dims or dtype, before any graph node is built.
     """
     if self.stage != STAGE_TRAIN_STEP:
       raise RuntimeError(
           f"mark_as_loss({name!r}) called in stage {self.stage!r}; losses can only be marked in stage "
           f"{STAGE_TRAIN_STEP!r} (use init_train_step_run_ctx())")
+    if self._reduced_in is not None:
+      raise RuntimeError(
+          f"mark_as_loss({name!r}) called after the losses {list(self.losses)} were reduced across replicas "
+          f"(by reduce_losses(), or by reading a reduction such as get_summed_loss() or total_loss()); inside a "
+          f"tf.distribute replica context mark all losses before reading any of their reductions")
     check_name(name, "loss")
     if name in self.losses:
       raise ValueError(f"duplicate loss name {name!r}: already marked losses are {list(self.losses)}")
@@ -284,7 +307,32 @@ class RunCtx:
     self.losses[name] = Loss(loss=loss_t, name=name, scale=float(scale), as_error=bool(as_error),
                              use_normalized_loss=bool(use_normalized_loss),
                              use_flatten_frames=bool(use_flatten_frames), custom_inv_norm_factor=inv_norm,
-                             siblings=self.losses)
+                             siblings=self.losses, reduce_hook=self.reduce_losses)
+
+  def reduce_losses(self) -> None:
+    """Finalises the losses' reductions; idempotent. Called by the builder after ``train_step``, and by any
+    reduction getter (``Loss.get_summed_loss()`` ..., :meth:`total_loss`).
+
+    Inside the replica context of a ``tf.distribute`` strategy (``tf.distribute.has_strategy()`` and not
+    ``in_cross_replica_context()``, any ``num_replicas_in_sync``) and with ``cross_replica`` on, the
+    (summed, inv_norm) of all marked losses are summed over the replicas by ONE all-reduce collective
+    (:func:`returnn_rc.losses.all_reduce_losses`, in marking order): every reduction (summed, inverse norm
+    factor, mean, total loss, reports) is then the global one, while its gradient is this replica's
+    contribution, so summing the replicas' gradients gives the exact gradient of the global figure. Marking
+    a loss after that is a ``RuntimeError``. Elsewhere nothing is built (the reductions stay local and lazy).
+    """
+    if self._reduced_in is not None or self.stage != STAGE_TRAIN_STEP or not self.cross_replica:
+      return
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+      return
+    replica_ctx = tf.distribute.get_replica_context()
+    built = [name for name, loss in self.losses.items()
+             if loss._summed_loss_cached is not None or loss._inv_norm_factor_cached is not None]  # pylint: disable=protected-access
+    if built:
+      raise RuntimeError(f"reduce_losses(): the reductions of losses {built} were built outside the replica "
+                         f"context; build them inside the strategy's replica function")
+    self._reduced_in = replica_ctx
+    all_reduce_losses(list(self.losses.values()), replica_ctx)
 
   def total_loss(self) -> Tensor:
     """Sum of the scaled reduced losses, excluding ``as_error`` and ``scale == 0`` ones, scalar."""
@@ -353,6 +401,15 @@ class RunCtx:
     if missing:
       raise RuntimeError(
           f"outputs {missing} were expected but not marked; marked outputs are {list(self.outputs)}")
+
+
+def _num_replicas_in_sync() -> int:
+  """``num_replicas_in_sync`` of the current replica context of a strategy; 1 outside a strategy."""
+  if not tf.distribute.has_strategy():
+    return 1
+  if tf.distribute.in_cross_replica_context():
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
+  return int(tf.distribute.get_replica_context().num_replicas_in_sync)
 
 
 def _in_current_graph(t: Tensor) -> bool:
@@ -522,14 +579,22 @@ def _activate(ctx: RunCtx) -> RunCtx:
 
 
 def init_train_step_run_ctx(*, train_flag: TrainFlag = True, step: Union[int, tf.Tensor] = 0,
-                            epoch: Union[int, tf.Tensor] = 1) -> RunCtx:
+                            epoch: Union[int, tf.Tensor] = 1, global_seq_offset: Optional[Union[int, tf.Tensor]] = None,
+                            cross_replica: bool = True) -> RunCtx:
   """Enters stage ``"train_step"`` (training, or evaluation with ``train_flag=False``).
+
+  Under a ``tf.distribute`` strategy, call it inside the replica function: the losses are then reduced
+  over all replicas (:meth:`RunCtx.reduce_losses`; ``cross_replica=False`` keeps them local), and
+  ``global_seq_offset`` (default 0) is the global index of this replica's first sequence, which dropout
+  masks depend on (see :class:`RunCtx`).
 
   As in RETURNN, a plain call sets the current context and returns it. The returned context is also
   a context manager: ``with rc.init_train_step_run_ctx(...) as ctx:`` restores the previous context
   on exit (also on an exception), so a nested build never wipes an outer one.
   """
-  return _activate(RunCtx(stage=STAGE_TRAIN_STEP, train_flag=train_flag, step=step, epoch=epoch))
+  return _activate(RunCtx(stage=STAGE_TRAIN_STEP, train_flag=train_flag, step=step, epoch=epoch,
+                          global_seq_offset=0 if global_seq_offset is None else global_seq_offset,
+                          cross_replica=cross_replica))
 
 
 def init_forward_step_run_ctx(*, expected_outputs: Optional[TensorDict] = None, step: Union[int, tf.Tensor] = 0,
