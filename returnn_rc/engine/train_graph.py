@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
@@ -226,10 +225,6 @@ def dense_gradients(grads_and_vars: Sequence[Tuple[Any, tf.Variable]]) -> List[T
   return [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in grads_and_vars]
 
 
-def _supports(func, name: str) -> bool:
-  return name in inspect.signature(func).parameters
-
-
 def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
                       config: TrainGraphConfig = TrainGraphConfig(), *, strategy: Any = None) -> TrainGraph:
   """Builds the training graph of ``module`` in the current graph, on ``extern_data``.
@@ -333,26 +328,19 @@ def _replicated_train_step(module: Any, model: Any, global_batch: GlobalBatch, s
   variables = list(tf.compat.v1.trainable_variables())
   ctxs: List[RunCtx] = []
   with_grad: List[List[tf.Variable]] = []
-  has_offset = _supports(init_train_step_run_ctx, "global_seq_offset")
 
   def replica_fn():
     replica = tf.distribute.get_replica_context()
     index = _replica_index(strategy)
     part, offset = global_batch.part(index, int(replica.num_replicas_in_sync))
-    kwargs = dict(global_seq_offset=offset) if has_offset else {}
-    with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch, **kwargs) as ctx:
+    with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch, global_seq_offset=offset) as ctx:
       module.train_step(model=model, extern_data=part)
     if not ctx.losses:
       return None
-    if hasattr(ctx, "reduce_losses"):
-      ctx.reduce_losses()  # every loss's (summed, inv_norm) summed over the replicas, in one collective
+    ctx.reduce_losses()  # every loss's (summed, inv_norm) summed over the replicas, in one collective
     ctxs.append(ctx)
-    total = ctx.total_loss().get_raw()
-    report = report_fetches(ctx.losses)
-    if not hasattr(ctx, "reduce_losses"):  # a run context without the reduction: reduce the report here
-      flat = [t for pair in report.values() for t in pair]
-      flat = _all_reduce_sum(flat)
-      report = {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(report)}
+    total = ctx.total_loss().get_raw()  # the global figure; its gradient: this replica's contribution
+    report = report_fetches(ctx.losses)  # global sums
     pairs = [(g, v) for g, v in zip(tf.gradients(total, variables), variables) if g is not None]
     if not with_grad:
       with_grad.append([v for _, v in pairs])
@@ -360,7 +348,8 @@ def _replicated_train_step(module: Any, model: Any, global_batch: GlobalBatch, s
     summed = _all_reduce_sum(local) if local else []
     return total, report, list(summed)
 
-  results = strategy.extended.call_for_each_replica(replica_fn)
+  # Plain graph code: no AutoGraph conversion (call_for_each_replica would convert the whole call tree, slowly).
+  results = strategy.extended.call_for_each_replica(tf.autograph.experimental.do_not_convert(replica_fn))
   if not ctxs:  # no loss marked: build_train_graph raises with the (empty) context
     with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch) as empty:
       pass
