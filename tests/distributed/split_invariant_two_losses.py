@@ -14,6 +14,7 @@ from graphs.two_losses import (AUX_SCALE, HIDDEN, Model, default_data, extern_da
                                forward_step, get_model, model_outputs_template)
 
 _HIDDEN_DIM = rc.Dim(HIDDEN, name="hidden")
+_DROP_PROB = 0.1
 
 
 def _hidden(model: Model, data: rc.Tensor) -> tf.Tensor:
@@ -25,7 +26,7 @@ def _hidden(model: Model, data: rc.Tensor) -> tf.Tensor:
   h = tf.nn.relu(tf.matmul(taps, model.conv_w) + model.conv_b)
   h = tf.reshape(h, tf.concat([tf.shape(ids), [HIDDEN]], axis=0))
   h_t = rc.Tensor("h", [rc.batch_dim, data.dims[1], _HIDDEN_DIM], "float32", raw_tensor=h)
-  return rc.dropout(h_t, 0.1).get_raw()
+  return rc.dropout(h_t, _DROP_PROB).get_raw() if _DROP_PROB else h
 
 
 def train_step(*, model: Model, extern_data: rc.TensorDict):

@@ -1,0 +1,53 @@
+"""MirroredStrategy over two logical CPU devices of one process: the figures and weights of one device.
+
+Dropout is off here: the masks of ``rc.dropout`` hash the op's name scope, which the strategy prefixes with
+``replica_1/`` for the second device (a run-context issue, reported); across worker processes (one replica
+each, no prefix) dropout is on (workers_train_test.py).
+"""
+
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import absltest
+
+from returnn_rc import engine
+from returnn_rc.engine import distributed
+from tests.distributed import split_invariant_two_losses as graph
+
+
+def _train(train_dir, dist):
+  cfg = engine.EngineConfig(train_dir=train_dir, num_epochs=2, batch_size=16, max_seqs=48, seed=5,
+                            log_every_secs=1e9)
+  with engine.Engine(graph, cfg, distribution=dist) as eng:
+    eng.train()
+    values = eng.session.run({v.op.name: v for v in eng.train_graph.variables})
+    return [h.train for h in eng.history] + [h.dev for h in eng.history], values
+
+
+class MirroredTest(absltest.TestCase):
+
+  def test_two_cpu_devices_equal_one(self):
+    with mock.patch.object(graph, "_DROP_PROB", 0.0):
+      one = _train(self.create_tempdir().full_path, None)
+      dist = distributed.mirrored(["/cpu:0", "/cpu:1"], session_config=distributed.device_count_config(2))
+      self.assertEqual(dist.num_replicas, 2)
+      two = _train(self.create_tempdir().full_path, dist)
+    for a, b in zip(one[0], two[0]):
+      self.assertEqual(sorted(a), sorted(b))
+      for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, err_msg=name)
+    self.assertEqual(sorted(one[1]), sorted(two[1]))  # the same variables (names) as one device
+    for name in one[1]:
+      np.testing.assert_allclose(two[1][name], one[1][name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+  def test_the_builder_needs_a_global_batch(self):
+    dist = distributed.mirrored(["/cpu:0", "/cpu:1"])
+    with tf.Graph().as_default():
+      x = graph.extern_data_template()
+      with self.assertRaisesRegex(TypeError, "extern_data must be a GlobalBatch"):
+        engine.build_train_graph(graph, x, engine.TrainGraphConfig(), strategy=dist.strategy)
+
+
+if __name__ == "__main__":
+  absltest.main()
