@@ -72,7 +72,7 @@ class Model:
     taps = tf.reshape(tf.concat([prev, emb], axis=-1), [-1, 2 * HIDDEN])
     h = tf.nn.relu(tf.matmul(taps, self.conv_w) + self.conv_b)
     h = tf.reshape(h, tf.concat([tf.shape(ids), [HIDDEN]], axis=0))
-    return rc.dropout(h, 0.1)
+    return rc.dropout(h, 0.1, batch_axis=0)  # masks by global sequence index: the same on any split
 
   @staticmethod
   def project(h: tf.Tensor, w: tf.Tensor) -> tf.Tensor:

@@ -15,7 +15,7 @@ from returnn_rc.tensor import Dim, Tensor
 
 def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
             axis: Optional[Union[Dim, int, bool, Sequence[Union[Dim, int]]]] = None,
-            on_forward: bool = False) -> Union[Tensor, tf.Tensor]:
+            on_forward: bool = False, batch_axis: Optional[int] = None) -> Union[Tensor, tf.Tensor]:
   """Dropout: zeroes elements with probability ``drop_prob`` and scales the rest by ``1/(1-drop_prob)``.
 
   Applied when the train flag (as seen by this function) is on, or always with ``on_forward``.
@@ -41,11 +41,20 @@ def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
       list), ``True`` for the feature dim of an :class:`Tensor`, an int axis (or list) for a raw
       tensor; ``None``: an independent mask per element.
     on_forward: apply also with the train flag off (e.g. MC dropout at inference); a bool.
+    batch_axis: for a raw ``x``: its batch axis (an int), so that its stateless mask is a function of the
+      global sequence index (as for an :class:`Tensor` with the batch dim); its axes of unknown static
+      size count as dynamic. None: the mask is drawn over the whole shape (it then depends on how a
+      batch is split). Not allowed for an :class:`Tensor` (its dims say which axis is the batch).
   Returns:
     ``[...]`` the same shape, dims and dtype as ``x``.
   """
   if not isinstance(on_forward, (bool, np.bool_)):
     raise TypeError(f"dropout: on_forward must be a bool, got {type(on_forward).__name__} {on_forward!r}")
+  if batch_axis is not None:
+    if isinstance(x, Tensor):
+      raise ValueError(f"dropout: batch_axis is for raw tensors only; {x!r} has dims {list(x.dims)}")
+    if isinstance(batch_axis, (bool, np.bool_)) or not isinstance(batch_axis, (int, np.integer)):
+      raise TypeError(f"dropout: batch_axis must be an int, got {type(batch_axis).__name__} {batch_axis!r}")
   if isinstance(drop_prob, (int, float, np.integer, np.floating)) and not isinstance(drop_prob, (bool, np.bool_)):
     drop_prob = float(drop_prob)
     if not 0.0 <= drop_prob < 1.0:
@@ -78,9 +87,9 @@ def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
     if flag is not True:
       prob = tf.where(flag, prob, tf.zeros_like(prob))
     noise_axes = _noise_axes(x, raw, axis)
-    if (isinstance(x, Tensor) and x.have_batch_axis() and raw.shape.rank is not None
-        and isinstance(get_run_ctx().step, tf.Tensor)):
-      uniform = _uniform_by_index(x, raw, noise_axes)
+    layout = _index_layout(x, raw, batch_axis)
+    if layout is not None and isinstance(get_run_ctx().step, tf.Tensor):
+      uniform = _uniform_by_index(raw, noise_axes, *layout)
     else:
       uniform = _uniform(_noise_shape(raw, noise_axes))
     keep = uniform >= prob
@@ -240,7 +249,38 @@ def _fold(h: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
   return _fmix32(tf.bitwise.bitwise_xor(h, tf.cast(value, tf.uint32)))
 
 
-def _uniform_by_index(x: Tensor, raw: tf.Tensor, noise_axes: Optional[List[int]]) -> tf.Tensor:
+def _index_layout(x: Union[Tensor, tf.Tensor], raw: tf.Tensor, batch_axis: Optional[int]):
+  """(batch axis, static size or None per axis) for the index-hash mask, or None (no batch axis known)."""
+  rank = raw.shape.rank
+  if isinstance(x, Tensor):
+    if not x.have_batch_axis() or rank is None:
+      return None
+    return [d.is_batch_dim for d in x.dims].index(True), [d.dimension if d.is_static() else None for d in x.dims]
+  if batch_axis is None:
+    return None
+  if rank is None:
+    raise ValueError("dropout: batch_axis needs x of known rank")
+  if not -rank <= int(batch_axis) < rank:
+    raise ValueError(f"dropout: batch_axis {batch_axis} out of range for rank {rank}")
+  return int(batch_axis) % rank, raw.shape.as_list()
+
+
+def _replica_independent(scope: str) -> str:
+  """``scope`` without the ``replica_<i>/`` prefix that ``MirroredStrategy`` gives the ops of replica i > 0
+  (so the same dropout op has the same key on every replica)."""
+  if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+    return scope
+  replica_id = tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group)
+  if replica_id is None or int(replica_id) == 0:
+    return scope
+  prefix = f"replica_{int(replica_id)}"
+  if scope == prefix or scope.startswith(prefix + "/"):
+    return scope[len(prefix) + 1:]
+  return scope
+
+
+def _uniform_by_index(raw: tf.Tensor, noise_axes: Optional[List[int]], batch_axis: int,
+                      static_sizes: Sequence[Optional[int]]) -> tf.Tensor:
   """Uniform in [0, 1) float32 of the mask shape (``raw``'s shape, 1 on the axes not in ``noise_axes``),
   each value a counter-based hash of (seed, op, step, loop iterations, global sequence index, position).
 
@@ -254,10 +294,10 @@ def _uniform_by_index(x: Tensor, raw: tf.Tensor, noise_axes: Optional[List[int]]
   ctx = get_run_ctx()
   chain = _graph_chain(tf.compat.v1.get_default_graph())
   seed = _stateless_seed(chain)
-  scope = "/".join(s for s in (g.get_name_scope() for g in reversed(chain)) if s)
+  scope = _replica_independent(
+      "/".join(s for s in (g.get_name_scope() for g in reversed(chain)) if s))
   op_key = zlib.crc32(f"{seed}/{scope}".encode()) & 0x7FFFFFFF
   rank = raw.shape.rank
-  batch_axis = [d.is_batch_dim for d in x.dims].index(True)
   in_mask = [noise_axes is None or i in noise_axes for i in range(rank)]
   shape = tf.shape(raw)
 
@@ -277,7 +317,7 @@ def _uniform_by_index(x: Tensor, raw: tf.Tensor, noise_axes: Optional[List[int]]
     for i in range(rank):
       if i == batch_axis:
         continue
-      if not groups or not x.dims[i].is_static():
+      if not groups or static_sizes[i] is None:
         groups.append([])
       groups[-1].append(i)
     for group in groups:
@@ -289,6 +329,6 @@ def _uniform_by_index(x: Tensor, raw: tf.Tensor, noise_axes: Optional[List[int]]
           continue
         index = along(i, tf.range(shape[i], dtype=tf.int32) * tf.constant(stride, tf.int32))
         linear = index if linear is None else linear + index
-        stride *= x.dims[i].dimension if x.dims[i].is_static() else 1
+        stride *= static_sizes[i] if static_sizes[i] is not None else 1
       h = _fold(h, linear)
     return tf.cast(tf.bitwise.right_shift(h, tf.constant(8, tf.uint32)), tf.float32) * (1.0 / (1 << 24))
