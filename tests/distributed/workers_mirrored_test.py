@@ -1,11 +1,5 @@
-"""MirroredStrategy over two logical CPU devices of one process: the figures and weights of one device.
-
-Dropout is off here: the masks of ``rc.dropout`` hash the op's name scope, which the strategy prefixes with
-``replica_1/`` for the second device (a run-context issue, reported); across worker processes (one replica
-each, no prefix) dropout is on (workers_train_test.py).
-"""
-
-from unittest import mock
+"""The engine with MirroredStrategy over two logical CPU devices of one process: the figures and weights of
+one device (two_losses: summed, normalised and error losses, dropout on)."""
 
 import numpy as np
 import tensorflow as tf
@@ -13,7 +7,7 @@ from absl.testing import absltest
 
 from returnn_rc import engine
 from returnn_rc.engine import distributed
-from tests.distributed import split_invariant_two_losses as graph
+from graphs import two_losses as graph
 
 
 def _train(train_dir, dist):
@@ -28,11 +22,10 @@ def _train(train_dir, dist):
 class MirroredTest(absltest.TestCase):
 
   def test_two_cpu_devices_equal_one(self):
-    with mock.patch.object(graph, "_DROP_PROB", 0.0):
-      one = _train(self.create_tempdir().full_path, None)
-      dist = distributed.mirrored(["/cpu:0", "/cpu:1"], session_config=distributed.device_count_config(2))
-      self.assertEqual(dist.num_replicas, 2)
-      two = _train(self.create_tempdir().full_path, dist)
+    one = _train(self.create_tempdir().full_path, None)
+    dist = distributed.mirrored(["/cpu:0", "/cpu:1"], session_config=distributed.device_count_config(2))
+    self.assertEqual(dist.num_replicas, 2)
+    two = _train(self.create_tempdir().full_path, dist)
     for a, b in zip(one[0], two[0]):
       self.assertEqual(sorted(a), sorted(b))
       for name in a:

@@ -15,7 +15,7 @@ from absl.testing import absltest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _TOOL = os.path.join(_ROOT, "tools", "train.py")
-_GRAPH = "tests/distributed/split_invariant_two_losses.py"  # two_losses with dropout on an rc.Tensor [B,T,H]
+_GRAPH = "two_losses"  # summed, normalised and error losses; dropout on (masks by global sequence index)
 _ARGS = ["--num_epochs=2", "--batch_size=16", "--max_seqs=48", "--seed=7", "--worker_timeout_secs=60"]
 RTOL = 1e-5
 
@@ -73,12 +73,12 @@ class WorkersTrainTest(absltest.TestCase):
     self.assertEqual([h["epoch"] for h in history(dirs[2])], [1, 2, 3])
 
   def test_negative_control_split_dependent_dropout(self):
-    """graphs/two_losses.py drops out a raw tensor (masks depend on the batch's shape): 1 and 2 workers differ,
-    so the comparison above can fail."""
+    """two_losses with a dropout mask that depends on the batch's shape: 1 and 2 workers differ, so the
+    comparison above can fail."""
     tmp = self.create_tempdir().full_path
     dirs = {n: os.path.join(tmp, f"w{n}") for n in (1, 2)}
     for n, train_dir in dirs.items():
-      proc = run_train("--graph=two_losses", f"--train_dir={train_dir}", f"--num_workers={n}", *_ARGS[1:],
+      proc = run_train("--graph=tests/distributed/split_dependent_two_losses.py", f"--train_dir={train_dir}", f"--num_workers={n}", *_ARGS[1:],
                        "--num_epochs=1")
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     a, b = history(dirs[1])[0]["train"]["tag_ce"], history(dirs[2])[0]["train"]["tag_ce"]
