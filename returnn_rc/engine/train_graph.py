@@ -248,9 +248,6 @@ def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
     if not isinstance(extern_data, GlobalBatch):
       raise TypeError(f"{what}: with a strategy, extern_data must be a GlobalBatch (the global batch to split over "
                       f"the replicas), got {type(extern_data).__name__}")
-    if config.accum_grad_multiple_step != 1:
-      raise ValueError(f"{what}: accum_grad_multiple_step={config.accum_grad_multiple_step} is not supported with "
-                       f"several workers or devices yet; use 1 (or a bigger batch_size)")
   elif isinstance(extern_data, GlobalBatch):
     extern_data = extern_data.full()
   graph = tf.compat.v1.get_default_graph()
@@ -268,7 +265,8 @@ def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
       with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch) as train_ctx:
         module.train_step(model=model, extern_data=extern_data)
     else:
-      train_ctx, update_grads = _replicated_train_step(module, model, extern_data, strategy, gs=gs, flag=flag)
+      train_ctx, update_grads = _replicated_train_step(module, model, extern_data, strategy, gs=gs, flag=flag,
+                                                       accumulate=config.accum_grad_multiple_step > 1)
     if not train_ctx.losses:
       raise ValueError(f"{what}: train_step marked no loss (call rc.get_run_ctx().mark_as_loss(...))")
     loss_names = list(train_ctx.losses)
@@ -290,7 +288,8 @@ def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
         train_ctx.losses, total, learning_rate=learning_rate, step_var=gs.step_var, optimizer=config.optimizer,
         weight_decay=config.weight_decay, momentum=config.momentum,
         grad_clip_global_norm=config.grad_clip_global_norm, accum_grad_multiple_step=config.accum_grad_multiple_step,
-        grads_and_vars=None if update_grads is None else update_grads.grads_and_vars)
+        grads_and_vars=None if update_grads is None or update_grads.groups else update_grads.grads_and_vars,
+        groups=None if update_grads is None else update_grads.groups)
     train_op = update.train_op
   grads = {v.op.name: g for g, v in update.grads_and_vars if g is not None}
   if strategy is not None:
@@ -319,15 +318,21 @@ class _ReplicatedStep:
   total: tf.Tensor
   report: Dict[str, Tuple[tf.Tensor, tf.Tensor]]
   grads_and_vars: List[Tuple[tf.Tensor, tf.Variable]]
+  groups: Optional[List[_updates.Group]] = None
 
 
 def _replicated_train_step(module: Any, model: Any, global_batch: GlobalBatch, strategy: Any, *,
-                           gs: _graph_state.GraphState, flag: Any) -> Tuple[RunCtx, _ReplicatedStep]:
+                           gs: _graph_state.GraphState, flag: Any,
+                           accumulate: bool = False) -> Tuple[RunCtx, _ReplicatedStep]:
   """``train_step`` once per replica on its part of the global batch; the losses reduced over the replicas
-  (by the run context), the dense gradients summed in one batched all-reduce."""
+  (by the run context), the dense gradients summed in one batched all-reduce. With ``accumulate``: the
+  gradients of the accumulation's groups (:func:`returnn_rc.engine.updates.accumulation_groups`) instead,
+  summed in one batched all-reduce; their inverse norm factors are global already (the run context's)."""
   variables = list(tf.compat.v1.trainable_variables())
   ctxs: List[RunCtx] = []
   with_grad: List[List[tf.Variable]] = []
+  slots: List[List[List[bool]]] = []  # per replica: per group, per variable: has a gradient
+  spec: List[List[Tuple[str, float, bool]]] = []  # per replica: per group: (name, scale, normalised)
 
   def replica_fn():
     replica = tf.distribute.get_replica_context()
@@ -344,9 +349,17 @@ def _replicated_train_step(module: Any, model: Any, global_batch: GlobalBatch, s
     pairs = [(g, v) for g, v in zip(tf.gradients(total, variables), variables) if g is not None]
     if not with_grad:
       with_grad.append([v for _, v in pairs])
-    local = [_updates.dense(g) for g, _ in pairs]
+    if accumulate:  # the groups' gradients, None where a variable has none in a group
+      groups = _updates.accumulation_groups(ctx.losses, variables)
+      slots.append([[g[v] is not None for v in variables] for _, g, _, _ in groups])
+      spec.append([(name, scale, inv_norm is not None) for name, _, inv_norm, scale in groups])
+      local = [_updates.dense(g[v]) for _, g, _, _ in groups for v in variables if g[v] is not None]
+      inv_norms = [n if n is not None else tf.zeros([]) for _, _, n, _ in groups]
+    else:
+      local = [_updates.dense(g) for g, _ in pairs]
+      inv_norms = []
     summed = _all_reduce_sum(local) if local else []
-    return total, report, list(summed)
+    return total, report, list(summed), inv_norms
 
   # Plain graph code: no AutoGraph conversion (call_for_each_replica would convert the whole call tree, slowly).
   results = strategy.extended.call_for_each_replica(tf.autograph.experimental.do_not_convert(replica_fn))
@@ -354,6 +367,14 @@ def _replicated_train_step(module: Any, model: Any, global_batch: GlobalBatch, s
     with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch) as empty:
       pass
     return empty, None
-  total, report, summed = tf.nest.map_structure(lambda x: strategy.experimental_local_results(x)[0], results)
+  total, report, summed, inv_norms = tf.nest.map_structure(
+      lambda x: strategy.experimental_local_results(x)[0], results)
+  groups = None
+  if accumulate:
+    groups, it = [], iter(summed)
+    for (name, scale, normed), has, inv_norm in zip(spec[0], slots[0], inv_norms):
+      grads = {v: next(it) if h else None for v, h in zip(variables, has)}
+      groups.append((name, grads, inv_norm if normed else None, scale))
+    summed = []
   return ctxs[0], _ReplicatedStep(total=total, report=dict(report),
-                                  grads_and_vars=list(zip(summed, with_grad[0])))
+                                  grads_and_vars=list(zip(summed, with_grad[0])) if summed else [], groups=groups)

@@ -3,29 +3,35 @@ one device (two_losses: summed, normalised and error losses, dropout on)."""
 
 import numpy as np
 import tensorflow as tf
-from absl.testing import absltest
+from absl.testing import absltest, parameterized
 
 from returnn_rc import engine
 from returnn_rc.engine import distributed
 from graphs import two_losses as graph
 
 
-def _train(train_dir, dist):
+def _train(train_dir, dist, **options):
   cfg = engine.EngineConfig(train_dir=train_dir, num_epochs=2, batch_size=16, max_seqs=48, seed=5,
-                            log_every_secs=1e9)
+                            log_every_secs=1e9, **options)
   with engine.Engine(graph, cfg, distribution=dist) as eng:
     eng.train()
     values = eng.session.run({v.op.name: v for v in eng.train_graph.variables})
     return [h.train for h in eng.history] + [h.dev for h in eng.history], values
 
 
-class MirroredTest(absltest.TestCase):
+class MirroredTest(parameterized.TestCase):
 
-  def test_two_cpu_devices_equal_one(self):
-    one = _train(self.create_tempdir().full_path, None)
+  @parameterized.named_parameters(
+      ("plain", {}),
+      # exact accumulation over 2 batches, clipping active, AdamW: on the summed gradients
+      ("accumulation_clipping_adamw", dict(accum_grad_multiple_step=2, grad_clip_global_norm=0.5, optimizer="adamw",
+                                           weight_decay=0.01)),
+  )
+  def test_two_cpu_devices_equal_one(self, options):
+    one = _train(self.create_tempdir().full_path, None, **options)
     dist = distributed.mirrored(["/cpu:0", "/cpu:1"], session_config=distributed.device_count_config(2))
     self.assertEqual(dist.num_replicas, 2)
-    two = _train(self.create_tempdir().full_path, dist)
+    two = _train(self.create_tempdir().full_path, dist, **options)
     for a, b in zip(one[0], two[0]):
       self.assertEqual(sorted(a), sorted(b))
       for name in a:
