@@ -8,12 +8,14 @@ from absl.testing import absltest, parameterized
 from returnn_rc import engine
 from returnn_rc.engine import distributed
 from graphs import two_losses as graph
+from tests.distributed import split_dependent_two_losses
 
 
-def _train(train_dir, dist, **options):
-  cfg = engine.EngineConfig(train_dir=train_dir, num_epochs=2, batch_size=16, max_seqs=48, seed=5,
+def _train(train_dir, dist, module=graph, **options):
+  options.setdefault("num_epochs", 2)
+  cfg = engine.EngineConfig(train_dir=train_dir, batch_size=16, max_seqs=48, seed=5,
                             log_every_secs=1e9, **options)
-  with engine.Engine(graph, cfg, distribution=dist) as eng:
+  with engine.Engine(module, cfg, distribution=dist) as eng:
     eng.train()
     values = eng.session.run({v.op.name: v for v in eng.train_graph.variables})
     return [h.train for h in eng.history] + [h.dev for h in eng.history], values
@@ -39,6 +41,15 @@ class MirroredTest(parameterized.TestCase):
     self.assertEqual(sorted(one[1]), sorted(two[1]))  # the same variables (names) as one device
     for name in one[1]:
       np.testing.assert_allclose(two[1][name], one[1][name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+  def test_negative_control_split_dependent_dropout(self):
+    """A dropout mask drawn for the shape of each replica's part: 2 devices differ from 1, so the comparisons
+    here and in workers_train_test.py can fail."""
+    one = _train(self.create_tempdir().full_path, None, split_dependent_two_losses, num_epochs=1)
+    dist = distributed.mirrored(["/cpu:0", "/cpu:1"], session_config=distributed.device_count_config(2))
+    two = _train(self.create_tempdir().full_path, dist, split_dependent_two_losses, num_epochs=1)
+    a, b = one[0][0]["tag_ce"], two[0][0]["tag_ce"]
+    self.assertGreater(abs(a - b) / abs(a), 1e-4)
 
   def test_the_builder_needs_a_global_batch(self):
     dist = distributed.mirrored(["/cpu:0", "/cpu:1"])
