@@ -432,8 +432,9 @@ def _export_checkpoint_missing():
 
 
 def _distributed_port_in_use():
-  from returnn_rc.engine import distributed  # pylint: disable=import-outside-toplevel
   import socket  # pylint: disable=import-outside-toplevel
+
+  from returnn_rc.engine import distributed  # pylint: disable=import-outside-toplevel
   with socket.socket() as sock:
     sock.bind(("localhost", 0))
     sock.listen(1)

@@ -6,8 +6,14 @@ import tensorflow as tf
 
 import returnn_rc as rc
 from graphs import two_losses
-from graphs.two_losses import (HIDDEN, default_data, extern_data_template, forward_step,  # noqa: F401
-                               model_outputs_template, train_step)
+from graphs.two_losses import (  # noqa: F401
+  HIDDEN,
+  default_data,
+  extern_data_template,
+  forward_step,
+  model_outputs_template,
+  train_step,
+)
 
 
 class Model(two_losses.Model):

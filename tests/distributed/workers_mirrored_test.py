@@ -5,9 +5,9 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import absltest, parameterized
 
+from graphs import two_losses as graph
 from returnn_rc import engine
 from returnn_rc.engine import distributed
-from graphs import two_losses as graph
 from tests.distributed import split_dependent_two_losses
 
 
