@@ -15,6 +15,12 @@ float32 (float64 for float64 losses), also for float16/bfloat16 losses.
 
 Reporting over an epoch is ``sum(summed) / sum(inv_norm)`` over its batches
 (:class:`returnn_rc.reporting.EpochAccumulator`), never a mean of per-batch means.
+
+Inside the replica context of a ``tf.distribute`` strategy the run context sums (summed, inv_norm) of all
+its losses over the replicas in one collective (:func:`all_reduce_losses`, ``RunCtx.reduce_losses``):
+the figures (mean, total loss, reports) are the global ones, ``Σ summed / Σ inv_norm``, and each
+replica's gradient is its contribution, so the replicas' gradients summed are the gradient of the
+global figure. Outside a strategy nothing of this is built.
 """
 
 from __future__ import annotations

@@ -331,4 +331,16 @@ def _uniform_by_index(raw: tf.Tensor, noise_axes: Optional[List[int]], batch_axi
         linear = index if linear is None else linear + index
         stride *= static_sizes[i] if static_sizes[i] is not None else 1
       h = _fold(h, linear)
-    return tf.cast(tf.bitwise.right_shift(h, tf.constant(8, tf.uint32)), tf.float32) * (1.0 / (1 << 24))
+    return tf.multiply(tf.cast(tf.bitwise.right_shift(h, tf.constant(8, tf.uint32)), tf.float32),
+                       tf.constant(1.0 / (1 << 24), tf.float32), name=HASH_UNIFORM_OP_NAME)
+
+
+#: Name of the op giving the index-hash uniform numbers of a dropout mask (see :func:`is_hash_uniform_op`).
+HASH_UNIFORM_OP_NAME = "hash_uniform"
+
+
+def is_hash_uniform_op(op: tf.Operation) -> bool:
+  """Whether ``op`` draws the uniform numbers of an index-hash dropout mask (:func:`_uniform_by_index`): the
+  random-number source of those masks, where a stateless or stateful mask has a random op."""
+  base = op.name.rsplit("/", 1)[-1]
+  return op.type == "Mul" and (base == HASH_UNIFORM_OP_NAME or base.startswith(HASH_UNIFORM_OP_NAME + "_"))

@@ -19,7 +19,14 @@ from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Seq
 import numpy as np
 import tensorflow as tf
 
-from returnn_rc.losses import Loss, all_reduce_losses, check_loss_dims, check_loss_options, custom_inv_norm_tensor, total
+from returnn_rc.losses import (
+  Loss,
+  all_reduce_losses,
+  check_loss_dims,
+  check_loss_options,
+  custom_inv_norm_tensor,
+  total,
+)
 from returnn_rc.tensor import Dim, Tensor, TensorDict, batch_dim, check_name, convert_to_tensor
 
 STAGE_INIT = "init"

@@ -32,6 +32,7 @@ import graphs
 import returnn_rc as rc
 from returnn_rc import graph_module as rc_graph_module
 from returnn_rc import graph_state as rc_graph_state
+from returnn_rc import nn as rc_nn
 from returnn_rc.engine.train_graph import TrainGraph, TrainGraphConfig, build_train_graph
 from returnn_rc.tensor import size_key
 
@@ -50,6 +51,12 @@ def is_random_op_type(op_type: str) -> bool:
   return (op_type.startswith("Random") or op_type.startswith("StatelessRandom") or "RandomUniform" in op_type
           or op_type in ("TruncatedNormal", "StatelessTruncatedNormal", "StatelessTruncatedNormalV2",
                          "Multinomial", "StatelessMultinomial", "RandomShuffle"))
+
+
+def is_random_op(op: tf.Operation) -> bool:
+  """A random-number op (:func:`is_random_op_type`) or the index-hash source of a dropout mask
+  (:func:`returnn_rc.nn.is_hash_uniform_op`: masks that do not depend on how a batch is split)."""
+  return is_random_op_type(op.type) or rc_nn.is_hash_uniform_op(op)
 
 
 # --- registry -----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def _cond_ops(built):
 
 def _random_upstream(built):
   return sorted(f"{op.name} ({op.type})" for op in goldens.upstream_ops(goldens.fetches_of(built))
-                if goldens.is_random_op_type(op.type))
+                if goldens.is_random_op(op))
 
 
 class StaticFlagTest(parameterized.TestCase):

@@ -45,7 +45,7 @@ class TrainEvalSwitchTest(parameterized.TestCase):
     # The flag switches a train-only part (dropout) on. Every golden uses rc.dropout (the contract of
     # graphs/__init__.py): a golden without a random op upstream of the loss fails here, as this check
     # would prove nothing for it.
-    random_ops = [op.name for op in goldens.upstream_ops([built.total_loss]) if goldens.is_random_op_type(op.type)]
+    random_ops = [op.name for op in goldens.upstream_ops([built.total_loss]) if goldens.is_random_op(op)]
     self.assertNotEmpty(random_ops, msg=f"{name}: no random op (dropout) upstream of total_loss")
     self.assertNotEqual(float(in_train_mode), float(eval_1["total"]), msg=f"{name}: the train flag changed nothing")
     _assert_same(eval_1, evaluate(), "eval after a train-mode run without update")

@@ -81,6 +81,30 @@ class SplitIndependentMaskTest(parameterized.TestCase):
     self.assertGreater(np.mean(whole[0] != whole[2]), 0.3)
     self.assertGreater(np.mean(whole[0, 0] != whole[0, 1]), 0.0)
 
+  def test_while_loop_iterations_get_their_own_masks(self):
+    def loop_masks(rows, pad_to, offset):
+      g = tf.Graph()
+      with g.as_default(), rc.init_train_step_run_ctx(train_flag=True, step=tf.constant(STEP, tf.int64),
+                                                      global_seq_offset=offset):
+        acc = tf.TensorArray(tf.float32, size=3)
+
+        def body(i, acc):
+          x = rc.Tensor("x", [rc.batch_dim, rc.Dim(None, name="t"), rc.Dim(F, name="f")], "float32",
+                        raw_tensor=tf.ones([len(rows), pad_to, F]))
+          x.dims[1].dyn_size = tf.constant(LENS[rows])
+          return i + 1, acc.write(i, rc.dropout(x, 0.5).get_raw())
+
+        _, acc = tf.while_loop(lambda i, _: i < 3, body, [0, acc])
+        with tf.compat.v1.Session(graph=g) as sess:
+          return sess.run(acc.stack())  # [3,b,t,f]
+
+    whole = loop_masks(np.arange(B), T, 0)
+    self.assertGreater(np.mean(whole[0] != whole[1]), 0.3)
+    part = loop_masks(np.arange(2, B), T + 1, 2)
+    for i in range(3):
+      for j, r in enumerate(range(2, B)):
+        np.testing.assert_array_equal(part[i, j, :LENS[r]], whole[i, r, :LENS[r]])
+
   def test_python_step_keeps_stateful_masks(self):
     g = tf.Graph()
     with g.as_default(), rc.init_train_step_run_ctx(train_flag=True, step=3):
