@@ -307,13 +307,13 @@ def _tmp() -> str:
   return tempfile.mkdtemp(dir=_TMP_ROOT)
 
 
-def _engine(module=None, train_dir=None, data_lengths=(2, 3), **config):
+def _engine(module=None, train_dir=None, data_lengths=(2, 3), distribution=None, **config):
   config.setdefault("log_every_secs", 1e9)
   config.setdefault("num_epochs", 1)
   config.setdefault("batch_size", 2)
   return engine.Engine(module or testing_graphs.make_sum_graph(),
                        engine.EngineConfig(train_dir=train_dir or _tmp(), **config),
-                       train_data=testing_graphs.sum_data(list(data_lengths)), dev_data=[])
+                       train_data=testing_graphs.sum_data(list(data_lengths)), dev_data=[], distribution=distribution)
 
 
 def _engine_missing_function():
@@ -430,6 +430,28 @@ def _export_dir_not_empty():
 def _export_checkpoint_missing():
   export.export_saved_model(testing_graphs.make_sum_graph(), checkpoint_path="/nonexistent/model.001",
                             export_dir=_tmp() + "/sm")
+
+
+def _distributed_port_in_use():
+  import socket  # pylint: disable=import-outside-toplevel
+
+  from returnn_rc.engine import distributed  # pylint: disable=import-outside-toplevel
+  with socket.socket() as sock:
+    sock.bind(("localhost", 0))
+    sock.listen(1)
+    address = f"localhost:{sock.getsockname()[1]}"
+    distributed.multi_worker(distributed.ClusterSpec(workers=[address, "localhost:1"], index=0))
+
+
+def _distributed_malformed_tf_config():
+  from returnn_rc.engine import distributed  # pylint: disable=import-outside-toplevel
+  distributed.parse_tf_config('{"cluster": {"worker": ["localhost:2222"]}, "task": {"type": "worker", "index": 1}}')
+
+
+def _distributed_more_workers_than_batch():
+  from returnn_rc.engine import distributed  # pylint: disable=import-outside-toplevel
+  dist = distributed.mirrored(["/cpu:0", "/cpu:1", "/cpu:2"])
+  _engine(batch_size=2, distribution=dist)
 
 
 def _engine_bad_option(**option):
@@ -677,6 +699,12 @@ BAD_INPUTS = [
      r"sizes 'x:size1' must have shape \[2\] \(one per sequence of 'x'\), got shape \[3\]", _forward_npz([3, 1, 1])),
     ("export", "forward output file not .npz", ValueError, r"output file must be a path ending with '.npz'",
      _forward_output_not_npz),
+    ("workers", "worker port in use", ValueError, r"worker address 'localhost:\d+': port \d+ is in use",
+     _distributed_port_in_use),
+    ("workers", "malformed TF_CONFIG", ValueError, r"TF_CONFIG: task.index must be an int in \[0, 1\) \(the number "
+     r"of workers\), got 1", _distributed_malformed_tf_config),
+    ("workers", "more workers than batch_size", ValueError, r"3 workers \(replicas\) but batch_size=2: every replica "
+     r"needs at least one sequence", _distributed_more_workers_than_batch),
 ]
 
 

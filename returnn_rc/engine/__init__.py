@@ -16,11 +16,14 @@
 - :mod:`~returnn_rc.engine.best_checkpoints`: the best N checkpoints by a dev figure.
 """
 
+from returnn_rc.engine.distributed import Distribution, WorkerLostError
 from returnn_rc.engine.engine import Engine, EngineConfig, NonFiniteLossError
 from returnn_rc.engine.train_graph import TrainGraph, TrainGraphConfig, build_train_graph, dense_gradients
 from returnn_rc.graph_module import check_graph_module, graph_name_of, load_graph_module
 
 __all__ = [
+    "Distribution",
+    "WorkerLostError",
     "Engine", "EngineConfig", "NonFiniteLossError", "TrainGraph", "TrainGraphConfig", "build_train_graph",
     "check_graph_module", "dense_gradients", "graph_name_of", "load_graph_module",
 ]

@@ -19,10 +19,19 @@ Determinism: variable initialisers are seeded through the graph seed; the data o
 depends on ``(seed, epoch)``; dropout masks are stateless functions of ``(seed, op, step)``
 (:func:`returnn_rc.nn.set_stateless_dropout_seed`). So a run resumed from the checkpoint of epoch
 ``k`` continues exactly as an uninterrupted one.
+
+Several workers or devices (``Engine(..., distribution=...)``, :mod:`returnn_rc.engine.distributed`):
+every worker builds the same global batches and trains on its part of each (every worker runs every
+step; the figures are global sums); only the chief (worker 0) writes to ``train_dir`` (checkpoints,
+``train_state.json``, TensorBoard events, best checkpoints, the ``fresh`` deletion); every worker
+restores the same checkpoint from it (a shared directory). Every ``Session.run`` has a deadline: a
+worker that died or hangs stops the others with :class:`returnn_rc.engine.distributed.WorkerLostError`
+before the epoch's checkpoint is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -37,11 +46,12 @@ from returnn_rc import checkpoint_compat
 from returnn_rc import graph_module as _graph_module
 from returnn_rc.engine import checkpoints
 from returnn_rc.engine import data as _data
+from returnn_rc.engine import distributed as _distributed
 from returnn_rc.engine.best_checkpoints import BestCheckpoints, delete_best
 from returnn_rc.engine.history import EpochResult, SummaryWriter, format_table
 from returnn_rc.engine.hooks import HookRunner, SessionRunHook
 from returnn_rc.engine.lr_control import check_loss_name
-from returnn_rc.engine.train_graph import TrainGraphConfig, build_train_graph
+from returnn_rc.engine.train_graph import GlobalBatch, TrainGraphConfig, build_train_graph
 from returnn_rc.reporting import EpochAccumulator
 
 
@@ -188,6 +198,7 @@ class Engine:
     hooks: ``tf.compat.v1.train.SessionRunHook``s run at every train step
       (:mod:`returnn_rc.engine.hooks`), or a function ``TrainGraph -> list of hooks`` (called after the
       graph is built, so hooks can refer to its tensors, e.g. ``tg.learning_rate``).
+    distribution: train on several workers / devices (:mod:`returnn_rc.engine.distributed`); None: one.
   Raises:
     TypeError / ValueError: a bad option, bad data, a bad graph module, another model's checkpoint.
     RuntimeError: checkpoints in ``train_dir`` of which none restores.
@@ -195,10 +206,20 @@ class Engine:
 
   def __init__(self, graph_module: Any, config: EngineConfig, *, train_data: Optional[Sequence] = None,
                dev_data: Optional[Sequence] = None,
-               hooks: Union[None, Sequence[SessionRunHook], Callable[[Any], Sequence[SessionRunHook]]] = None):
+               hooks: Union[None, Sequence[SessionRunHook], Callable[[Any], Sequence[SessionRunHook]]] = None,
+               distribution: Optional[_distributed.Distribution] = None):
     if not isinstance(config, EngineConfig):
       raise TypeError(f"config must be an EngineConfig, got {type(config).__name__}")
     config.validate()
+    if distribution is not None:
+      if not isinstance(distribution, _distributed.Distribution):
+        raise TypeError(f"distribution must be a returnn_rc.engine.distributed.Distribution, got "
+                        f"{type(distribution).__name__}")
+      _distributed.check_num_workers(distribution.num_replicas, config.batch_size)
+    self.distribution = distribution
+    #: Whether this process writes to train_dir (the chief, or a single process).
+    self.is_chief = distribution is None or distribution.is_chief
+    self._collective_ran = False
     _graph_module.check_graph_module(graph_module)
     self.module = graph_module
     self.config = config
@@ -232,25 +253,30 @@ class Engine:
     self._rollback = False
     self._best: Optional[BestCheckpoints] = None
     self._build()
-    self._session = tf.compat.v1.Session(graph=self.graph)
+    if distribution is None:
+      self._session = tf.compat.v1.Session(graph=self.graph)
+    else:
+      self._session = tf.compat.v1.Session(distribution.target, graph=self.graph, config=distribution.session_config)
     try:
       self._ckpt = checkpoints.CheckpointDir(config.train_dir, graph_name=self.graph_name, var_specs=self._var_specs)
-      if config.fresh:
+      if config.fresh and self.is_chief:
         deleted = self._ckpt.delete_own_files()
         if deleted:
           logging.info("fresh start: deleted the engine's files in %s: %s", self._ckpt.train_dir, deleted)
         delete_best(config.train_dir)
-      if config.keep_best_checkpoints and config.save_checkpoints:
+      if config.keep_best_checkpoints and config.save_checkpoints and self.is_chief:
         self._best = BestCheckpoints(config.train_dir, keep=config.keep_best_checkpoints,
                                      loss_name=self.best_checkpoint_loss)
-      restored = self._restore_or_init()
-      self._ckpt.prepare()
-      if restored is not None and restored.warnings:
-        self._ckpt.repair_state_file(restored)
-      self._ckpt.recover_rotation(self._saver)
+      restored = self._restore_or_init(fresh=config.fresh)
+      if self.is_chief:
+        self._ckpt.prepare()
+        if restored is not None and restored.warnings:
+          self._ckpt.repair_state_file(restored)
+        self._ckpt.recover_rotation(self._saver)
       self._hooks.after_create_session(self._session)
       with self.graph.as_default():  # the v1 FileWriter refuses eager mode; it adds no ops
-        self._writer = SummaryWriter(self._ckpt.train_dir, filename_suffix=checkpoints.EVENTS_SUFFIX)
+        self._writer = (SummaryWriter(self._ckpt.train_dir, filename_suffix=checkpoints.EVENTS_SUFFIX)
+                        if self.is_chief else _NoWriter())
     except BaseException:
       self._session.close()
       self._closed = True
@@ -285,8 +311,13 @@ class Engine:
             tf.compat.v1.data.get_output_types(train_ds), tf.compat.v1.data.get_output_shapes(train_ds))
         self._iter_init = {split: iterator.make_initializer(ds) for split, ds in datasets.items()}
         batch = iterator.get_next()
-      extern_data = _data.extern_data_from_batch(template, batch)
-      self.train_graph = tg = build_train_graph(self.module, extern_data, cfg.train_graph_config())
+      if self.distribution is None:
+        extern_data = _data.extern_data_from_batch(template, batch)
+        self.train_graph = tg = build_train_graph(self.module, extern_data, cfg.train_graph_config())
+      else:
+        global_batch = GlobalBatch(template=lambda: _graph_module.extern_data_template(self.module), batch=batch)
+        self.train_graph = tg = build_train_graph(self.module, global_batch, cfg.train_graph_config(),
+                                                  strategy=self.distribution.strategy)
       self.graph_state = tg.graph_state
       self.loss_names, self.error_names = tg.loss_names, tg.error_names
       self.lr_control = tg.lr_control
@@ -304,8 +335,9 @@ class Engine:
 
   # --- checkpoints ------------------------------------------------------------------------------
 
-  def _restore_or_init(self) -> Optional[checkpoints.Restored]:
-    restored = self._ckpt.restore(self._session, self._saver)
+  def _restore_or_init(self, fresh: bool = False) -> Optional[checkpoints.Restored]:
+    # A non-chief worker of a fresh run does not read train_dir (the chief is deleting the engine's files).
+    restored = None if fresh and not self.is_chief else self._ckpt.restore(self._session, self._saver)
     #: What was broken in train_dir when this engine resumed (also logged as warnings); empty if nothing.
     self.restore_warnings: List[str] = [] if restored is None else restored.warnings
     if restored is None:
@@ -401,7 +433,7 @@ class Engine:
       self._writer.flush()
       self.history.append(result)
       self.completed_epoch = epoch
-      if self.config.save_checkpoints:
+      if self.config.save_checkpoints and self.is_chief:
         self._checkpoint_path = self._ckpt.save(self._session, self._saver, epoch=epoch,
                                                 history=[h.to_json() for h in self.history])
         if self._best is not None:
@@ -425,7 +457,9 @@ class Engine:
     start = time.time()
     while True:
       try:
-        (_, fetched), stop = self._hooks.run(sess, [self._train_op, self._fetches], feed)
+        with self._deadline(f"epoch {epoch}, step {step}"):
+          (_, fetched), stop = self._hooks.run(sess, [self._train_op, self._fetches], feed,
+                                               options=self._run_options())
       except tf.errors.OutOfRangeError:
         break
       self._check_finite(fetched, epoch=epoch, step=step, batch=acc.num_batches)
@@ -509,10 +543,33 @@ class Engine:
             f"the engine's input iterator was re-initialised (by train, evaluate or forward) while this iteration "
             f"over split {split!r} was not finished; start it again (e.g. call forward({split!r}) anew)")
       try:
-        fetched = self._session.run(fetches, feed_dict=feed)
+        with self._deadline(f"split {split!r}"):
+          fetched = self._session.run(fetches, feed_dict=feed, options=self._run_options())
       except tf.errors.OutOfRangeError:
         return
       yield fetched
+
+  # --- several workers ----------------------------------------------------------------------------
+
+  def _run_options(self) -> Optional[tf.compat.v1.RunOptions]:
+    """The deadline of a ``Session.run`` with collectives (None without a distribution)."""
+    if self.distribution is None:
+      return None
+    first, self._collective_ran = not self._collective_ran, True
+    return self.distribution.run_options(first=first)
+
+  @contextlib.contextmanager
+  def _deadline(self, where: str):
+    """Turns a missed deadline / a cancelled collective into a ``WorkerLostError`` naming this worker."""
+    if self.distribution is None:
+      yield
+      return
+    try:
+      yield
+    except (tf.errors.DeadlineExceededError, tf.errors.CancelledError, tf.errors.AbortedError,
+            tf.errors.UnavailableError) as exc:
+      raise self.distribution.lost_error(
+          exc, where=f"{where} (no checkpoint of this epoch written; the latest is {self._checkpoint_path})") from exc
 
   # --- misc -------------------------------------------------------------------------------------
 
@@ -533,6 +590,19 @@ class Engine:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+class _NoWriter:
+  """The TensorBoard writer of a non-chief worker: writes nothing."""
+
+  def scalars(self, *args, **kwargs) -> None:
+    del args, kwargs
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
 
 
 def _as_list(data: Any, what: str) -> list:

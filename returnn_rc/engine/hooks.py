@@ -71,16 +71,18 @@ class HookRunner:
     for hook in self.hooks:
       hook.end(session)
 
-  def run(self, session: tf.compat.v1.Session, fetches: Any, feed_dict: Dict[Any, Any]) -> Tuple[Any, bool]:
+  def run(self, session: tf.compat.v1.Session, fetches: Any, feed_dict: Dict[Any, Any],
+          options: Optional[tf.compat.v1.RunOptions] = None) -> Tuple[Any, bool]:
     """``(session.run(fetches, feed_dict) results, whether a hook requested a stop)``, with the hooks'
-    requests merged into the same ``Session.run``. ``RuntimeError`` if two parties feed one tensor."""
+    requests merged into the same ``Session.run`` (and with the caller's ``options``, e.g. a deadline).
+    ``RuntimeError`` if two parties feed one tensor."""
     if not self.hooks:
-      return session.run(fetches, feed_dict=feed_dict), False
+      return session.run(fetches, feed_dict=feed_dict, options=options), False
     context = tf.compat.v1.train.SessionRunContext(
         original_args=tf.compat.v1.train.SessionRunArgs(fetches, feed_dict), session=session)
     feeds = dict(feed_dict)
     hook_fetches: Dict[int, Any] = {}
-    options = []
+    options = [options] if options is not None else []
     for i, hook in enumerate(self.hooks):
       request = hook.before_run(context)
       if request is None:

@@ -18,19 +18,31 @@ made (the engine: a ``tf.data`` iterator's ``get_next()``; a test: placeholders 
 - the ``Saver`` over all global variables and the initialiser.
 
 Evaluation runs the same loss nodes with the train flag off and without the train op.
+
+With a ``tf.distribute`` strategy (``strategy=``; :mod:`returnn_rc.engine.distributed`), ``extern_data``
+is a :class:`GlobalBatch` (the global padded batch, the same on every worker) and the train step runs
+once per replica (``call_for_each_replica``) on the replica's contiguous part of it, with the run
+context told the part's offset in the global batch (dropout masks are functions of the global
+sequence index) and reducing every loss's (summed, inv_norm) over the replicas in one collective
+(``RunCtx.reduce_losses``; the report holds global sums, the gradient of ``total_loss`` is the
+replica's contribution). The replicas' dense gradients are summed in ONE batched all-reduce; global-norm
+clipping, weight decay and the optimizer step then run on the summed gradient outside the replica
+context, on plain variables (one copy per worker, the names of a single-replica graph), identically on
+every worker. ``forward_step`` runs on the whole global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
 from returnn_rc import graph_module as _graph_module
 from returnn_rc import graph_state as _graph_state
 from returnn_rc import nn as _nn
+from returnn_rc.engine import data as _data
 from returnn_rc.engine import lr_schedule as _lr_schedule
 from returnn_rc.engine import updates as _updates
 from returnn_rc.engine.lr_control import NewbobLR, check_loss_name
@@ -160,6 +172,47 @@ class TrainGraph:
     return {}
 
 
+@dataclasses.dataclass
+class GlobalBatch:
+  """The global padded batch of a distributed train graph (the same on every worker), to be split.
+
+  Attributes:
+    template: returns a fresh extern-data template (its dims get the sizes of one part).
+    batch: ``{name: [B,...], "<name>:size<axis>": [B]}`` (e.g. ``iterator.get_next()``).
+  """
+
+  template: Callable[[], TensorDict]
+  batch: Mapping[str, tf.Tensor]
+
+  def full(self) -> TensorDict:
+    """The extern data of the whole batch."""
+    return _data.extern_data_from_batch(self.template(), self.batch)
+
+  def part(self, index: int, num: int) -> Tuple[TensorDict, tf.Tensor]:
+    """Replica ``index`` of ``num``'s contiguous part (:func:`returnn_rc.engine.data.split_global_batch`)
+    and its offset (scalar int64: the global index of its first sequence)."""
+    keys = sorted(self.batch)
+    start, _ = _data.worker_slice(tf.shape(self.batch[keys[0]], out_type=tf.int64)[0], index, num)
+    part = _data.split_global_batch(self.batch, index, num)
+    return _data.extern_data_from_batch(self.template(), part), start
+
+
+def _replica_index(strategy) -> int:
+  """The global index of the current replica (static in graph mode)."""
+  ctx = tf.distribute.get_replica_context()
+  value = tf.get_static_value(ctx.replica_id_in_sync_group)
+  if value is None:
+    raise RuntimeError(f"the replica id of {type(strategy).__name__} is not static in this graph")
+  return int(value)
+
+
+def _all_reduce_sum(values: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+  """The sums over the replicas of ``values`` (in a replica context), in one batched all-reduce; not
+  differentiated through (the inputs' gradients are not needed: they are gradients or reported sums)."""
+  return list(tf.distribute.get_replica_context().all_reduce(
+      tf.distribute.ReduceOp.SUM, [tf.stop_gradient(v) for v in values]))
+
+
 def dense_gradients(grads_and_vars: Sequence[Tuple[Any, tf.Variable]]) -> List[Tuple[Any, tf.Variable]]:
   """Sparse (``IndexedSlices``) gradients, e.g. of embedding lookups, as dense tensors.
 
@@ -172,22 +225,31 @@ def dense_gradients(grads_and_vars: Sequence[Tuple[Any, tf.Variable]]) -> List[T
   return [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in grads_and_vars]
 
 
-def build_train_graph(module: Any, extern_data: TensorDict,
-                      config: TrainGraphConfig = TrainGraphConfig()) -> TrainGraph:
+def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
+                      config: TrainGraphConfig = TrainGraphConfig(), *, strategy: Any = None) -> TrainGraph:
   """Builds the training graph of ``module`` in the current graph, on ``extern_data``.
 
   Args:
     module: a graph module (see :mod:`returnn_rc.graph_module`).
-    extern_data: the extern data, raw tensors (and dynamic dims' sizes) set, in the current graph.
+    extern_data: the extern data, raw tensors (and dynamic dims' sizes) set, in the current graph; with a
+      ``strategy``: a :class:`GlobalBatch`.
     config: :class:`TrainGraphConfig`.
+    strategy: a ``tf.distribute`` strategy (graph mode) to train with, see the module docstring; None:
+      one replica, no collectives.
   Raises:
     ValueError: ``train_step`` marked no loss, an unknown ``lr_control_loss``, a bad learning rate, an
-      unknown optimizer or schedule, an option out of range;
+      unknown optimizer or schedule, an option out of range, an option not supported with a strategy;
       outputs not matching ``model_outputs_template`` (``ValueError`` / ``RuntimeError``).
   """
   _graph_module.check_graph_module(module)
   config.check()
   what = f"graph {_graph_module.graph_name_of(module)!r}"
+  if strategy is not None:
+    if not isinstance(extern_data, GlobalBatch):
+      raise TypeError(f"{what}: with a strategy, extern_data must be a GlobalBatch (the global batch to split over "
+                      f"the replicas), got {type(extern_data).__name__}")
+  elif isinstance(extern_data, GlobalBatch):
+    extern_data = extern_data.full()
   graph = tf.compat.v1.get_default_graph()
   tf.compat.v1.set_random_seed(config.seed)
   _nn.set_stateless_dropout_seed(config.seed)
@@ -197,9 +259,14 @@ def build_train_graph(module: Any, extern_data: TensorDict,
   flag = bool(config.train_flag) if static_flag else gs.train_flag
   model = module.get_model(epoch=gs.epoch, step=gs.step)
   jit = tf.xla.experimental.jit_scope() if config.xla else contextlib.nullcontext()
+  update_grads = None
   with jit:
-    with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch) as train_ctx:
-      module.train_step(model=model, extern_data=extern_data)
+    if strategy is None:
+      with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch) as train_ctx:
+        module.train_step(model=model, extern_data=extern_data)
+    else:
+      train_ctx, update_grads = _replicated_train_step(module, model, extern_data, strategy, gs=gs, flag=flag,
+                                                       accumulate=config.accum_grad_multiple_step > 1)
     if not train_ctx.losses:
       raise ValueError(f"{what}: train_step marked no loss (call rc.get_run_ctx().mark_as_loss(...))")
     loss_names = list(train_ctx.losses)
@@ -209,17 +276,24 @@ def build_train_graph(module: Any, extern_data: TensorDict,
     check_loss_name(lr_loss, loss_names)
     lr_control = NewbobLR(learning_rate=config.learning_rate, loss_name=lr_loss, decay=config.lr_decay,
                           rel_threshold=config.lr_decay_threshold)
-    total = train_ctx.total_loss().get_raw()
-    report = report_fetches(train_ctx.losses)
+    if strategy is None:
+      total = train_ctx.total_loss().get_raw()
+      report = report_fetches(train_ctx.losses)
+    else:
+      total, report = update_grads.total, update_grads.report
     learning_rate = lr_control.learning_rate * _lr_schedule.schedule_factor(
         gs.step, schedule=config.lr_schedule, warmup_steps=config.lr_warmup_steps,
         decay_steps=config.lr_schedule_steps, decay_rate=config.lr_schedule_rate)
     update = _updates.build_update(
         train_ctx.losses, total, learning_rate=learning_rate, step_var=gs.step_var, optimizer=config.optimizer,
         weight_decay=config.weight_decay, momentum=config.momentum,
-        grad_clip_global_norm=config.grad_clip_global_norm, accum_grad_multiple_step=config.accum_grad_multiple_step)
+        grad_clip_global_norm=config.grad_clip_global_norm, accum_grad_multiple_step=config.accum_grad_multiple_step,
+        grads_and_vars=None if update_grads is None or update_grads.groups else update_grads.grads_and_vars,
+        groups=None if update_grads is None else update_grads.groups)
     train_op = update.train_op
   grads = {v.op.name: g for g, v in update.grads_and_vars if g is not None}
+  if strategy is not None:
+    extern_data = extern_data.full()
   expected = _graph_module.outputs_template(module, extern_data)
   with init_forward_step_run_ctx(expected_outputs=expected, step=gs.step, epoch=gs.epoch) as forward_ctx:
     module.forward_step(model=model, extern_data=extern_data)
@@ -235,3 +309,72 @@ def build_train_graph(module: Any, extern_data: TensorDict,
       total_loss=total, report=report, grads=grads, train_op=train_op, lr_control=lr_control, outputs=outputs,
       output_fetches=output_fetches, variables=variables, saver=saver, init_op=init_op,
       learning_rate=learning_rate, flush_op=update.flush_op, local_init_op=update.local_init_op)
+
+
+@dataclasses.dataclass
+class _ReplicatedStep:
+  """What the replicated train step hands to the update: this worker's first replica's values."""
+
+  total: tf.Tensor
+  report: Dict[str, Tuple[tf.Tensor, tf.Tensor]]
+  grads_and_vars: List[Tuple[tf.Tensor, tf.Variable]]
+  groups: Optional[List[_updates.Group]] = None
+
+
+def _replicated_train_step(module: Any, model: Any, global_batch: GlobalBatch, strategy: Any, *,
+                           gs: _graph_state.GraphState, flag: Any,
+                           accumulate: bool = False) -> Tuple[RunCtx, _ReplicatedStep]:
+  """``train_step`` once per replica on its part of the global batch; the losses reduced over the replicas
+  (by the run context), the dense gradients summed in one batched all-reduce. With ``accumulate``: the
+  gradients of the accumulation's groups (:func:`returnn_rc.engine.updates.accumulation_groups`) instead,
+  summed in one batched all-reduce; their inverse norm factors are global already (the run context's)."""
+  variables = list(tf.compat.v1.trainable_variables())
+  ctxs: List[RunCtx] = []
+  with_grad: List[List[tf.Variable]] = []
+  slots: List[List[List[bool]]] = []  # per replica: per group, per variable: has a gradient
+  spec: List[List[Tuple[str, float, bool]]] = []  # per replica: per group: (name, scale, normalised)
+
+  def replica_fn():
+    replica = tf.distribute.get_replica_context()
+    index = _replica_index(strategy)
+    part, offset = global_batch.part(index, int(replica.num_replicas_in_sync))
+    with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch, global_seq_offset=offset) as ctx:
+      module.train_step(model=model, extern_data=part)
+    if not ctx.losses:
+      return None
+    ctx.reduce_losses()  # every loss's (summed, inv_norm) summed over the replicas, in one collective
+    ctxs.append(ctx)
+    total = ctx.total_loss().get_raw()  # the global figure; its gradient: this replica's contribution
+    report = report_fetches(ctx.losses)  # global sums
+    pairs = [(g, v) for g, v in zip(tf.gradients(total, variables), variables) if g is not None]
+    if not with_grad:
+      with_grad.append([v for _, v in pairs])
+    if accumulate:  # the groups' gradients, None where a variable has none in a group
+      groups = _updates.accumulation_groups(ctx.losses, variables)
+      slots.append([[g[v] is not None for v in variables] for _, g, _, _ in groups])
+      spec.append([(name, scale, inv_norm is not None) for name, _, inv_norm, scale in groups])
+      local = [_updates.dense(g[v]) for _, g, _, _ in groups for v in variables if g[v] is not None]
+      inv_norms = [n if n is not None else tf.zeros([]) for _, _, n, _ in groups]
+    else:
+      local = [_updates.dense(g) for g, _ in pairs]
+      inv_norms = []
+    summed = _all_reduce_sum(local) if local else []
+    return total, report, list(summed), inv_norms
+
+  # Plain graph code: no AutoGraph conversion (call_for_each_replica would convert the whole call tree, slowly).
+  results = strategy.extended.call_for_each_replica(tf.autograph.experimental.do_not_convert(replica_fn))
+  if not ctxs:  # no loss marked: build_train_graph raises with the (empty) context
+    with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch) as empty:
+      pass
+    return empty, None
+  total, report, summed, inv_norms = tf.nest.map_structure(
+      lambda x: strategy.experimental_local_results(x)[0], results)
+  groups = None
+  if accumulate:
+    groups, it = [], iter(summed)
+    for (name, scale, normed), has, inv_norm in zip(spec[0], slots[0], inv_norms):
+      grads = {v: next(it) if h else None for v, h in zip(variables, has)}
+      groups.append((name, grads, inv_norm if normed else None, scale))
+    summed = []
+  return ctxs[0], _ReplicatedStep(total=total, report=dict(report),
+                                  grads_and_vars=list(zip(summed, with_grad[0])) if summed else [], groups=groups)

@@ -61,6 +61,27 @@ def check_update_options(*, optimizer: str, weight_decay: float, momentum: float
     raise ValueError(f"accum_grad_multiple_step (k) must be an int >= 1, got {accum_grad_multiple_step!r}")
 
 
+#: One group of the gradient accumulation: (name, variable → gradient of the group's summed loss (or None),
+#: the inverse norm factor to divide the accumulated gradient by (None: summed losses), scale).
+Group = Tuple[str, Dict[tf.Variable, Optional[tf.Tensor]], Optional[tf.Tensor], float]
+
+
+def accumulation_groups(losses: Mapping[str, Loss], variables: Sequence[tf.Variable]) -> List[Group]:
+  """The groups of the exact gradient accumulation (see the module docstring): the summed losses together,
+  then each normalised loss (its summed loss's gradient, its inverse norm factor and scale)."""
+  used = [loss for loss in losses.values() if loss.used_for_optimizer]
+  summed = [loss for loss in used if not loss.use_normalized_loss]
+  normed = [loss for loss in used if loss.use_normalized_loss]
+  groups: List[Group] = []
+  if summed:
+    part = total(summed).get_raw()
+    groups.append(("summed", dict(zip(variables, tf.gradients(part, variables))), None, 1.0))
+  for loss in normed:
+    grads = tf.gradients(loss.get_summed_loss().get_raw(), variables)
+    groups.append((loss.name, dict(zip(variables, grads)), loss.get_inv_norm_factor().get_raw(), float(loss.scale)))
+  return groups
+
+
 def make_optimizer(name: str, learning_rate: tf.Tensor, *, momentum: float = 0.9) -> tf.compat.v1.train.Optimizer:
   """The TF1 optimizer ``name`` (:data:`OPTIMIZERS`) reading ``learning_rate``."""
   if name in ("adam", "adamw"):
@@ -123,7 +144,9 @@ def _local_zeros(shape, dtype: tf.DType, name: str) -> tf.Variable:
 def build_update(losses: Mapping[str, Loss], total_loss: tf.Tensor, *, learning_rate: tf.Tensor,
                  step_var: tf.Variable, optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
                  grad_clip_global_norm: Optional[float] = None, accum_grad_multiple_step: int = 1,
-                 var_list: Optional[Sequence[tf.Variable]] = None) -> Update:
+                 var_list: Optional[Sequence[tf.Variable]] = None,
+                 grads_and_vars: Optional[Sequence[Tuple[tf.Tensor, tf.Variable]]] = None,
+                 groups: Optional[List[Group]] = None) -> Update:
   """Builds the update of the trainable variables (see the module docstring).
 
   Args:
@@ -134,29 +157,34 @@ def build_update(losses: Mapping[str, Loss], total_loss: tf.Tensor, *, learning_
     optimizer / weight_decay / momentum / grad_clip_global_norm / accum_grad_multiple_step: the
       options (:func:`check_update_options`).
     var_list: the variables to train; default: all trainable variables.
+    grads_and_vars: the gradients to apply, already computed (e.g. summed over replicas by an
+      all-reduce); only with ``accum_grad_multiple_step == 1``. Default: the gradients of ``total_loss``.
+    groups: the accumulation's groups, already computed (:func:`accumulation_groups`, e.g. their gradients
+      summed over replicas); only with ``accum_grad_multiple_step > 1``. Default: computed here.
   """
   check_update_options(optimizer=optimizer, weight_decay=weight_decay, momentum=momentum,
                        grad_clip_global_norm=grad_clip_global_norm, accum_grad_multiple_step=accum_grad_multiple_step)
   opt = make_optimizer(optimizer, learning_rate, momentum=momentum)
   variables = list(var_list if var_list is not None else tf.compat.v1.trainable_variables())
-  grads_and_vars = [(dense(g), v) for g, v in opt.compute_gradients(total_loss, var_list=variables)]
+  if groups is not None:
+    if accum_grad_multiple_step == 1:
+      raise ValueError("precomputed accumulation groups need accum_grad_multiple_step > 1, got 1")
+    grads_and_vars = []  # the groups' gradients are what is applied
+  elif grads_and_vars is not None:
+    if accum_grad_multiple_step != 1:
+      raise ValueError(f"precomputed gradients need accum_grad_multiple_step=1, got {accum_grad_multiple_step}")
+    grads_and_vars = [(dense(g), v) for g, v in grads_and_vars]
+  else:
+    grads_and_vars = [(dense(g), v) for g, v in opt.compute_gradients(total_loss, var_list=variables)]
   opts = dict(learning_rate=learning_rate, weight_decay=weight_decay, grad_clip_global_norm=grad_clip_global_norm)
   if accum_grad_multiple_step == 1:
     train_op = _apply(opt, grads_and_vars, global_step=step_var, **opts)
     return Update(train_op=train_op, flush_op=tf.no_op(name="flush_noop"), local_init_op=tf.no_op(name="no_locals"),
                   optimizer=opt, grads_and_vars=grads_and_vars)
 
-  used = [loss for loss in losses.values() if loss.used_for_optimizer]
-  summed = [loss for loss in used if not loss.use_normalized_loss]
-  normed = [loss for loss in used if loss.use_normalized_loss]
   with tf.name_scope("grad_accum"):
-    groups: List[Tuple[str, Dict[tf.Variable, tf.Tensor], Optional[tf.Tensor], float]] = []
-    if summed:
-      part = total(summed).get_raw()
-      groups.append(("summed", dict(zip(variables, tf.gradients(part, variables))), None, 1.0))
-    for loss in normed:
-      grads = tf.gradients(loss.get_summed_loss().get_raw(), variables)
-      groups.append((loss.name, dict(zip(variables, grads)), loss.get_inv_norm_factor().get_raw(), float(loss.scale)))
+    if groups is None:
+      groups = accumulation_groups(losses, variables)
     trained = [v for v in variables if any(g[v] is not None for _, g, _, _ in groups)]
     accs, norms, updates = [], [], []
     for gi, (_, grads, inv_norm, _) in enumerate(groups):
