@@ -27,21 +27,21 @@ def _load_ops_build():
 _build = _load_ops_build()
 
 setup(
-    name="returnn_rc",
-    version="0.1.0",
-    description="RETURNN's run context (train flag, step, epoch, losses, outputs) for TensorFlow graph mode",
-    long_description=open(os.path.join(_HERE, "README.md"), encoding="utf-8").read(),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.9",
-    packages=find_packages(include=["returnn_rc", "returnn_rc.*"]),
-    package_data={"returnn_rc.ops": ["*.so", "_build_info.json"]},
-    install_requires=["numpy", "absl-py"],
-    extras_require={
-        "cpu": [f"tensorflow-cpu=={_TF_VERSION}"],
-        "gpu": [f"tensorflow=={_TF_VERSION}"],
-        "tests": ["pytest", "pytest-xdist", "hypothesis", "ruff"],
-    },
-    ext_modules=_build.get_extensions(),
-    cmdclass={"build_ext": _build.BuildExt},
-    zip_safe=False,
+  name="returnn_rc",
+  version="0.1.0",
+  description="RETURNN's run context (train flag, step, epoch, losses, outputs) for TensorFlow graph mode",
+  long_description=open(os.path.join(_HERE, "README.md"), encoding="utf-8").read(),
+  long_description_content_type="text/markdown",
+  python_requires=">=3.9",
+  packages=find_packages(include=["returnn_rc", "returnn_rc.*"]),
+  package_data={"returnn_rc.ops": ["*.so", "_build_info.json"]},
+  install_requires=["numpy", "absl-py"],
+  extras_require={
+    "cpu": [f"tensorflow-cpu=={_TF_VERSION}"],
+    "gpu": [f"tensorflow=={_TF_VERSION}"],
+    "tests": ["pytest", "pytest-xdist", "hypothesis", "ruff"],
+  },
+  ext_modules=_build.get_extensions(),
+  cmdclass={"build_ext": _build.BuildExt},
+  zip_safe=False,
 )

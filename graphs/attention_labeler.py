@@ -42,19 +42,23 @@ def extern_data_template() -> rc.TensorDict:
   feature_dim = rc.Dim(NUM_FEATURES, name="feature")
   label_time_dim = rc.Dim(None, name="label_time")
   labels_dim = rc.Dim(NUM_LABELS, name="labels")
-  return rc.TensorDict({
+  return rc.TensorDict(
+    {
       "data": rc.Tensor("data", [rc.batch_dim, time_dim, feature_dim], "float32", feature_dim=feature_dim),
       "classes": rc.Tensor("classes", [rc.batch_dim, label_time_dim], "int32", sparse_dim=labels_dim),
-  })
+    }
+  )
 
 
 def model_outputs_template(extern_data: rc.TensorDict) -> rc.TensorDict:
   time_dim = extern_data["data"].dims[1]
   label_time_dim, labels_dim = extern_data["classes"].dims[1], extern_data["classes"].sparse_dim
-  return rc.TensorDict({
+  return rc.TensorDict(
+    {
       "output": rc.Tensor("output", [rc.batch_dim, label_time_dim, labels_dim], "float32", feature_dim=labels_dim),
       "attention": rc.Tensor("attention", [rc.batch_dim, label_time_dim, time_dim], "float32"),
-  })
+    }
+  )
 
 
 def default_data(split: str, max_seqs: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
@@ -84,8 +88,10 @@ class Model:
     labels = _valid_labels(classes)  # [B,S]
     prev = tf.concat([tf.fill([tf.shape(labels)[0], 1], BOS), labels[:, :-1]], axis=1)  # [B,S]
     query = tf.nn.embedding_lookup(self.embedding, prev)  # [B,S,H]
-    dist = tf.square(_rel_positions(label_time_dim, tf.shape(labels)[1])[:, :, None]
-                     - _rel_positions(time_dim, tf.shape(x)[1])[:, None, :])  # [B,S,T]
+    dist = tf.square(
+      _rel_positions(label_time_dim, tf.shape(labels)[1])[:, :, None]
+      - _rel_positions(time_dim, tf.shape(x)[1])[:, None, :]
+    )  # [B,S,T]
     energies = tf.matmul(query, enc, transpose_b=True) / np.sqrt(HIDDEN) - tf.nn.softplus(self.location) * 10.0 * dist
     frame_valid = tf.sequence_mask(time_dim.get_dyn_size(), tf.shape(x)[1])[:, None, :]  # [B,1,T]
     att = tf.nn.softmax(tf.where(frame_valid, energies, _MASKED_ENERGY), axis=-1)  # [B,S,T]
@@ -128,8 +134,12 @@ def train_step(*, model: Model, extern_data: rc.TensorDict):
   dims = [rc.batch_dim, label_time_dim]
   ctx = rc.get_run_ctx()
   ctx.mark_as_loss(rc.Tensor("ce", dims, "float32", raw_tensor=ce), "ce")
-  ctx.mark_as_loss(rc.Tensor("guided_att", dims + [time_dim], "float32", raw_tensor=guided), "guided_att",
-                   scale=GUIDED_SCALE, use_normalized_loss=True)
+  ctx.mark_as_loss(
+    rc.Tensor("guided_att", dims + [time_dim], "float32", raw_tensor=guided),
+    "guided_att",
+    scale=GUIDED_SCALE,
+    use_normalized_loss=True,
+  )
   ctx.mark_as_loss(rc.Tensor("err", dims, "float32", raw_tensor=err), "err", as_error=True)
 
 
@@ -138,7 +148,15 @@ def forward_step(*, model: Model, extern_data: rc.TensorDict):
   time_dim, label_time_dim, labels_dim = data.dims[1], classes.dims[1], classes.sparse_dim
   logits, att, _ = model(data, classes)
   ctx = rc.get_run_ctx()
-  ctx.mark_as_default_output(rc.Tensor("output", [rc.batch_dim, label_time_dim, labels_dim], "float32",
-                                       raw_tensor=tf.nn.softmax(logits), feature_dim=labels_dim))
-  ctx.mark_as_output(rc.Tensor("attention", [rc.batch_dim, label_time_dim, time_dim], "float32", raw_tensor=att),
-                     "attention")
+  ctx.mark_as_default_output(
+    rc.Tensor(
+      "output",
+      [rc.batch_dim, label_time_dim, labels_dim],
+      "float32",
+      raw_tensor=tf.nn.softmax(logits),
+      feature_dim=labels_dim,
+    )
+  )
+  ctx.mark_as_output(
+    rc.Tensor("attention", [rc.batch_dim, label_time_dim, time_dim], "float32", raw_tensor=att), "attention"
+  )

@@ -47,8 +47,9 @@ def extern_data_template() -> rc.TensorDict:
 def model_outputs_template(extern_data: rc.TensorDict) -> rc.TensorDict:
   data = extern_data["data"]
   time_dim = data.dims[1]
-  return rc.TensorDict({"output": rc.Tensor("output", [rc.batch_dim, time_dim, data.sparse_dim], "float32",
-                                            feature_dim=data.sparse_dim)})
+  return rc.TensorDict(
+    {"output": rc.Tensor("output", [rc.batch_dim, time_dim, data.sparse_dim], "float32", feature_dim=data.sparse_dim)}
+  )
 
 
 def encode(line: str) -> np.ndarray:
@@ -119,7 +120,7 @@ class Model:
     for (w, b), dilation in zip(self.convs, DILATIONS):
       # Causal dilated conv as one matmul: [h[t-(K-1)d], .., h[t-d], h[t]] @ w, zeros before t=0.
       padded = tf.pad(h, [[0, 0], [(KERNEL - 1) * dilation, 0], [0, 0]])  # [B,T+(K-1)d,C]
-      taps = tf.concat([padded[:, k * dilation:k * dilation + time] for k in range(KERNEL)], axis=-1)  # [B,T,K*C]
+      taps = tf.concat([padded[:, k * dilation : k * dilation + time] for k in range(KERNEL)], axis=-1)  # [B,T,K*C]
       c = tf.nn.relu(_dense(taps, tf.reshape(w, [KERNEL * CHANNELS, CHANNELS])) + b)  # [B,T,C]
       h = h + rc.dropout(c, self.dropout, batch_axis=0)  # masks by global sequence index
     return _dense(h, self.out_w) + self.out_b
@@ -148,13 +149,14 @@ def train_step(*, model: Model, extern_data: rc.TensorDict):
   frame_err = tf.cast(tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), targets), tf.float32)
   ctx = rc.get_run_ctx()
   ctx.mark_as_loss(rc.Tensor("ce", [rc.batch_dim, shifted], "float32", raw_tensor=ce), "ce")
-  ctx.mark_as_loss(rc.Tensor("fer", [rc.batch_dim, shifted], "float32", raw_tensor=frame_err), "fer",
-                   as_error=True)
+  ctx.mark_as_loss(rc.Tensor("fer", [rc.batch_dim, shifted], "float32", raw_tensor=frame_err), "fer", as_error=True)
 
 
 def forward_step(*, model: Model, extern_data: rc.TensorDict):
   data = extern_data["data"]
   probs = tf.nn.softmax(model.logits(tf.where(data.get_sequence_mask_broadcast(data.dims[1]), data.get_raw(), BOS_EOS)))
   rc.get_run_ctx().mark_as_default_output(
-      rc.Tensor("output", [rc.batch_dim, data.dims[1], data.sparse_dim], "float32", raw_tensor=probs,
-                feature_dim=data.sparse_dim))
+    rc.Tensor(
+      "output", [rc.batch_dim, data.dims[1], data.sparse_dim], "float32", raw_tensor=probs, feature_dim=data.sparse_dim
+    )
+  )

@@ -38,17 +38,20 @@ def extern_data_template() -> rc.TensorDict:
   feature_dim = rc.Dim(NUM_FEATURES, name="feature")
   label_time_dim = rc.Dim(None, name="label_time")
   labels_dim = rc.Dim(NUM_LABELS + 1, name="labels")  # incl. the blank (last)
-  return rc.TensorDict({
+  return rc.TensorDict(
+    {
       "data": rc.Tensor("data", [rc.batch_dim, time_dim, feature_dim], "float32", feature_dim=feature_dim),
       "classes": rc.Tensor("classes", [rc.batch_dim, label_time_dim], "int32", sparse_dim=labels_dim),
-  })
+    }
+  )
 
 
 def model_outputs_template(extern_data: rc.TensorDict) -> rc.TensorDict:
   time_dim = extern_data["data"].dims[1]
   labels_dim = extern_data["classes"].sparse_dim
-  return rc.TensorDict({"output": rc.Tensor("output", [rc.batch_dim, time_dim, labels_dim], "float32",
-                                            feature_dim=labels_dim)})
+  return rc.TensorDict(
+    {"output": rc.Tensor("output", [rc.batch_dim, time_dim, labels_dim], "float32", feature_dim=labels_dim)}
+  )
 
 
 def default_data(split: str, max_seqs: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
@@ -73,7 +76,7 @@ class Model:
     x = tf.where(data.get_sequence_mask_broadcast(data.dims[1]), data.get_raw(), 0.0)  # padding -> 0
     time = tf.shape(x)[1]
     padded = tf.pad(x, [[0, 0], [KERNEL // 2, KERNEL // 2], [0, 0]])  # [B,T+K-1,F]
-    taps = tf.concat([padded[:, k:k + time] for k in range(KERNEL)], axis=-1)  # [B,T,K*F]
+    taps = tf.concat([padded[:, k : k + time] for k in range(KERNEL)], axis=-1)  # [B,T,K*F]
     h = tf.nn.relu(_dense(taps, self.conv_w) + self.conv_b)  # [B,T,H]
     h = rc.dropout(h, DROPOUT, batch_axis=0)  # masks by global sequence index
     return _dense(h, self.out_w) + self.out_b
@@ -102,10 +105,17 @@ def train_step(*, model: Model, extern_data: rc.TensorDict):
   neg_entropy = tf.reduce_sum(tf.exp(log_probs) * log_probs, axis=-1)  # [T,B]
   label_lens = tf.cast(label_time_dim.get_dyn_size(), tf.float32)  # [B]
   ctx = rc.get_run_ctx()
-  ctx.mark_as_loss(rc.Tensor("ctc", [rc.batch_dim], "float32", raw_tensor=ctc), "ctc",
-                   custom_inv_norm_factor=rc.Tensor("label_lens", [rc.batch_dim], "float32", raw_tensor=label_lens))
-  ctx.mark_as_loss(rc.Tensor("neg_entropy", [time_dim, rc.batch_dim], "float32", raw_tensor=neg_entropy),
-                   "neg_entropy", scale=ENTROPY_SCALE, use_normalized_loss=True)
+  ctx.mark_as_loss(
+    rc.Tensor("ctc", [rc.batch_dim], "float32", raw_tensor=ctc),
+    "ctc",
+    custom_inv_norm_factor=rc.Tensor("label_lens", [rc.batch_dim], "float32", raw_tensor=label_lens),
+  )
+  ctx.mark_as_loss(
+    rc.Tensor("neg_entropy", [time_dim, rc.batch_dim], "float32", raw_tensor=neg_entropy),
+    "neg_entropy",
+    scale=ENTROPY_SCALE,
+    use_normalized_loss=True,
+  )
 
 
 def forward_step(*, model: Model, extern_data: rc.TensorDict):
@@ -113,5 +123,5 @@ def forward_step(*, model: Model, extern_data: rc.TensorDict):
   labels_dim = extern_data["classes"].sparse_dim  # static; the "classes" input itself is not used
   probs = tf.nn.softmax(model.logits(data))  # [B,T,L+1]
   rc.get_run_ctx().mark_as_default_output(
-      rc.Tensor("output", [rc.batch_dim, data.dims[1], labels_dim], "float32", raw_tensor=probs,
-                feature_dim=labels_dim))
+    rc.Tensor("output", [rc.batch_dim, data.dims[1], labels_dim], "float32", raw_tensor=probs, feature_dim=labels_dim)
+  )

@@ -27,16 +27,17 @@ def extern_data_template() -> rc.TensorDict:
   time_dim = rc.Dim(None, name="time")
   vocab_dim = rc.Dim(VOCAB_SIZE, name="vocab")
   classes_dim = rc.Dim(NUM_CLASSES, name="classes")
-  return rc.TensorDict({
+  return rc.TensorDict(
+    {
       "data": rc.Tensor("data", [rc.batch_dim, time_dim], "int32", sparse_dim=vocab_dim),
       "classes": rc.Tensor("classes", [rc.batch_dim], "int32", sparse_dim=classes_dim),
-  })
+    }
+  )
 
 
 def model_outputs_template(extern_data: rc.TensorDict) -> rc.TensorDict:
   classes_dim = extern_data["classes"].sparse_dim
-  return rc.TensorDict({"output": rc.Tensor("output", [rc.batch_dim, classes_dim], "float32",
-                                            feature_dim=classes_dim)})
+  return rc.TensorDict({"output": rc.Tensor("output", [rc.batch_dim, classes_dim], "float32", feature_dim=classes_dim)})
 
 
 def default_data(split: str, max_seqs: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
@@ -52,7 +53,6 @@ def default_data(split: str, max_seqs: Optional[int] = None) -> List[Dict[str, n
 
 
 class Model:
-
   def __init__(self):
     init = tf.compat.v1.glorot_uniform_initializer()
     with tf.compat.v1.variable_scope("seq_classifier"):
@@ -87,8 +87,11 @@ def train_step(*, model: Model, extern_data: rc.TensorDict):
   ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)  # [B]
   err = tf.cast(tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
   ctx = rc.get_run_ctx()
-  ctx.mark_as_loss(rc.Tensor("ce", [rc.batch_dim], "float32", raw_tensor=ce * lens), "ce",
-                   custom_inv_norm_factor=rc.Tensor("lens", [rc.batch_dim], "float32", raw_tensor=lens))
+  ctx.mark_as_loss(
+    rc.Tensor("ce", [rc.batch_dim], "float32", raw_tensor=ce * lens),
+    "ce",
+    custom_inv_norm_factor=rc.Tensor("lens", [rc.batch_dim], "float32", raw_tensor=lens),
+  )
   ctx.mark_as_loss(rc.Tensor("err", [rc.batch_dim], "float32", raw_tensor=err), "err", as_error=True)
 
 
@@ -96,4 +99,5 @@ def forward_step(*, model: Model, extern_data: rc.TensorDict):
   classes_dim = extern_data["classes"].sparse_dim
   probs = tf.nn.softmax(model.logits(extern_data["data"]))
   rc.get_run_ctx().mark_as_default_output(
-      rc.Tensor("output", [rc.batch_dim, classes_dim], "float32", raw_tensor=probs, feature_dim=classes_dim))
+    rc.Tensor("output", [rc.batch_dim, classes_dim], "float32", raw_tensor=probs, feature_dim=classes_dim)
+  )

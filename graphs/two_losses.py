@@ -30,16 +30,23 @@ def extern_data_template() -> rc.TensorDict:
   time_dim = rc.Dim(None, name="time")
   vocab_dim = rc.Dim(VOCAB_SIZE, name="vocab")
   tags_dim = rc.Dim(NUM_TAGS, name="tags")
-  return rc.TensorDict({
+  return rc.TensorDict(
+    {
       "data": rc.Tensor("data", [rc.batch_dim, time_dim], "int32", sparse_dim=vocab_dim),
       "tags": rc.Tensor("tags", [rc.batch_dim, time_dim], "int32", sparse_dim=tags_dim),
-  })
+    }
+  )
 
 
 def model_outputs_template(extern_data: rc.TensorDict) -> rc.TensorDict:
   tags = extern_data["tags"]
-  return rc.TensorDict({"output": rc.Tensor("output", [rc.batch_dim, tags.dims[1], tags.sparse_dim], "float32",
-                                            feature_dim=tags.sparse_dim)})
+  return rc.TensorDict(
+    {
+      "output": rc.Tensor(
+        "output", [rc.batch_dim, tags.dims[1], tags.sparse_dim], "float32", feature_dim=tags.sparse_dim
+      )
+    }
+  )
 
 
 def default_data(split: str, max_seqs: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
@@ -55,7 +62,6 @@ def default_data(split: str, max_seqs: Optional[int] = None) -> List[Dict[str, n
 
 
 class Model:
-
   def __init__(self):
     init = tf.compat.v1.glorot_uniform_initializer()
     with tf.compat.v1.variable_scope("two_losses"):
@@ -102,8 +108,9 @@ def train_step(*, model: Model, extern_data: rc.TensorDict):
   tag_err = tf.cast(tf.not_equal(tf.argmax(tag_logits, -1, output_type=tf.int32), tag_ids), tf.float32)
   ctx = rc.get_run_ctx()
   ctx.mark_as_loss(rc.Tensor("tag_ce", dims, "float32", raw_tensor=tag_ce), "tag_ce", scale=1.0)
-  ctx.mark_as_loss(rc.Tensor("aux_ce", dims, "float32", raw_tensor=aux_ce), "aux_ce", scale=AUX_SCALE,
-                   use_normalized_loss=True)
+  ctx.mark_as_loss(
+    rc.Tensor("aux_ce", dims, "float32", raw_tensor=aux_ce), "aux_ce", scale=AUX_SCALE, use_normalized_loss=True
+  )
   ctx.mark_as_loss(rc.Tensor("tag_err", dims, "float32", raw_tensor=tag_err), "tag_err", as_error=True)
 
 
@@ -112,5 +119,5 @@ def forward_step(*, model: Model, extern_data: rc.TensorDict):
   tags_dim = extern_data["tags"].sparse_dim  # static; the "tags" input itself is not used
   probs = tf.nn.softmax(model.project(model.hidden(_valid_ids(data)), model.tag_w))  # [B,T,K]
   rc.get_run_ctx().mark_as_default_output(
-      rc.Tensor("output", [rc.batch_dim, data.dims[1], tags_dim], "float32", raw_tensor=probs,
-                feature_dim=tags_dim))
+    rc.Tensor("output", [rc.batch_dim, data.dims[1], tags_dim], "float32", raw_tensor=probs, feature_dim=tags_dim)
+  )

@@ -37,8 +37,10 @@ def resolve_checkpoint(checkpoint_path: str) -> str:
       raise ValueError(f"checkpoint directory {checkpoint_path!r} holds no checkpoint (no 'checkpoint' index file)")
     return latest
   if not tf.io.gfile.exists(checkpoint_path + ".index"):
-    raise ValueError(f"checkpoint {checkpoint_path!r} does not exist (expected a tf.compat.v1.train.Saver "
-                     f"prefix such as 'train_dir/model.003', or a directory)")
+    raise ValueError(
+      f"checkpoint {checkpoint_path!r} does not exist (expected a tf.compat.v1.train.Saver "
+      f"prefix such as 'train_dir/model.003', or a directory)"
+    )
   return checkpoint_path
 
 
@@ -60,8 +62,13 @@ def reader_specs(reader) -> VariableSpecs:
   return {name: ([int(s) for s in shape], dtypes[name].base_dtype.name) for name, shape in shapes.items()}
 
 
-def mismatches(stored: Mapping[str, Tuple[List[int], str]], expected: Mapping[str, Tuple[List[int], str]], *,
-               optional: Collection[str] = (), allow_unexpected: bool = False) -> List[str]:
+def mismatches(
+  stored: Mapping[str, Tuple[List[int], str]],
+  expected: Mapping[str, Tuple[List[int], str]],
+  *,
+  optional: Collection[str] = (),
+  allow_unexpected: bool = False,
+) -> List[str]:
   """The differences between the checkpoint's variables ``stored`` and the graph's ``expected``.
 
   Args:
@@ -73,8 +80,11 @@ def mismatches(stored: Mapping[str, Tuple[List[int], str]], expected: Mapping[st
     one message per kind of difference (see the module docstring); empty if the checkpoint fits.
   """
   problems: List[str] = []
-  missing = [f"missing variable {n!r} (shape {expected[n][0]})" for n in sorted(expected)
-             if n not in stored and n not in optional]
+  missing = [
+    f"missing variable {n!r} (shape {expected[n][0]})"
+    for n in sorted(expected)
+    if n not in stored and n not in optional
+  ]
   problems += _capped(missing, "missing variables")
   if not allow_unexpected:
     extra = [f"unexpected variable {n!r} (shape {stored[n][0]})" for n in sorted(stored) if n not in expected]
@@ -90,8 +100,14 @@ def mismatches(stored: Mapping[str, Tuple[List[int], str]], expected: Mapping[st
   return problems
 
 
-def check_checkpoint(path: str, expected: Mapping[str, Tuple[List[int], str]], *, what: str,
-                     optional: Collection[str] = (), allow_unexpected: bool = False):
+def check_checkpoint(
+  path: str,
+  expected: Mapping[str, Tuple[List[int], str]],
+  *,
+  what: str,
+  optional: Collection[str] = (),
+  allow_unexpected: bool = False,
+):
   """Opens ``path`` with the reader and checks it against ``expected`` (see :func:`mismatches`).
 
   Returns:

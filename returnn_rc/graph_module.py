@@ -68,8 +68,10 @@ def load_graph_module(name_or_path: str) -> types.ModuleType:
     except ModuleNotFoundError as exc:
       if exc.name is None or not name_or_path.startswith(exc.name):
         raise  # the module exists but one of its own imports is missing
-      raise ValueError(f"graph module {name_or_path!r} not found (no module {exc.name!r} on sys.path); pass a "
-                       f"dotted module name or a path to a .py file") from None
+      raise ValueError(
+        f"graph module {name_or_path!r} not found (no module {exc.name!r} on sys.path); pass a "
+        f"dotted module name or a path to a .py file"
+      ) from None
   check_graph_module(module)
   return module
 
@@ -110,8 +112,9 @@ def check_graph_module(module: Any) -> None:
   missing = [f for f in REQUIRED_FUNCTIONS if not callable(getattr(module, f, None))]
   if missing:
     raise ValueError(
-        f"graph module {graph_name_of(module)!r} is missing function(s) {missing}; a graph module must define "
-        f"{list(REQUIRED_FUNCTIONS)} (see returnn_rc.graph_module)")
+      f"graph module {graph_name_of(module)!r} is missing function(s) {missing}; a graph module must define "
+      f"{list(REQUIRED_FUNCTIONS)} (see returnn_rc.graph_module)"
+    )
 
 
 # --- templates ----------------------------------------------------------------------------------
@@ -151,8 +154,9 @@ def outputs_template(module: Any, extern_data: TensorDict) -> Optional[TensorDic
     raise TypeError(f"{graph_name_of(module)}.model_outputs_template must be a function, got {type(func).__name__}")
   expected = func(extern_data) if inspect.signature(func).parameters else func()
   if not isinstance(expected, TensorDict):
-    raise TypeError(f"{graph_name_of(module)}.model_outputs_template must return an rc.TensorDict, "
-                    f"got {type(expected).__name__}")
+    raise TypeError(
+      f"{graph_name_of(module)}.model_outputs_template must return an rc.TensorDict, got {type(expected).__name__}"
+    )
   return expected
 
 
@@ -166,8 +170,10 @@ def default_data(module: Any, split: str, max_seqs: Optional[int] = None) -> Lis
     raise ValueError(f"max_seqs must be >= 1 (or None for all), got {max_seqs}")
   func = getattr(module, "default_data", None)
   if not callable(func):
-    raise ValueError(f"graph module {graph_name_of(module)!r} has no default_data(split) function; pass the "
-                     f"data explicitly (e.g. train_data=..., or --train_data=<files>)")
+    raise ValueError(
+      f"graph module {graph_name_of(module)!r} has no default_data(split) function; pass the "
+      f"data explicitly (e.g. train_data=..., or --train_data=<files>)"
+    )
   if max_seqs is not None and "max_seqs" in inspect.signature(func).parameters:
     seqs = func(split, max_seqs=max_seqs)
   else:
@@ -221,8 +227,14 @@ def feed_dict(placeholders: Mapping[str, tf.Tensor], batch: Mapping[str, np.ndar
   return {ph: batch[key] for key, ph in placeholders.items()}
 
 
-def pad_arrays(arrays: Sequence[np.ndarray], *, rank: int, dtype: Any,
-               static_shape: Optional[Sequence[Optional[int]]] = None, what: str = "sequence") -> np.ndarray:
+def pad_arrays(
+  arrays: Sequence[np.ndarray],
+  *,
+  rank: int,
+  dtype: Any,
+  static_shape: Optional[Sequence[Optional[int]]] = None,
+  what: str = "sequence",
+) -> np.ndarray:
   """Per-sequence arrays of rank ``rank`` → one zero-padded ``[N,...]`` array (the max size per axis).
 
   Args:
@@ -242,11 +254,17 @@ def pad_arrays(arrays: Sequence[np.ndarray], *, rank: int, dtype: Any,
       raise ValueError(f"{what}: sequence {i} has rank {arr.ndim} (shape {arr.shape}), expected rank {rank}")
     for k, size in enumerate(static_shape or ()):
       if size is not None and arr.shape[k] != size:
-        raise ValueError(f"{what}: sequence {i} has size {arr.shape[k]} at axis {k} (shape {arr.shape}), "
-                         f"expected the static size {size}")
-  max_shape = [max([a.shape[k] for a in arrays],
-                   default=static_shape[k] if static_shape is not None and static_shape[k] is not None else 0)
-               for k in range(rank)]
+        raise ValueError(
+          f"{what}: sequence {i} has size {arr.shape[k]} at axis {k} (shape {arr.shape}), "
+          f"expected the static size {size}"
+        )
+  max_shape = [
+    max(
+      [a.shape[k] for a in arrays],
+      default=static_shape[k] if static_shape is not None and static_shape[k] is not None else 0,
+    )
+    for k in range(rank)
+  ]
   padded = np.zeros([len(arrays)] + max_shape, dtype=dtype)
   for i, arr in enumerate(arrays):
     padded[(i,) + tuple(slice(0, s) for s in arr.shape)] = arr
@@ -270,8 +288,13 @@ def pad_batch(template: TensorDict, seqs: Sequence[Seq]) -> Dict[str, np.ndarray
   for name, tmpl in template.items():
     arrays = [np.asarray(seq[name]) for seq in seqs]
     static = [d.dimension if d.is_static() else None for d in tmpl.dims[1:]]
-    out[name] = pad_arrays(arrays, rank=tmpl.batch_ndim - 1, dtype=tf.as_dtype(tmpl.dtype).as_numpy_dtype,
-                           static_shape=static, what=f"input {name!r}")
+    out[name] = pad_arrays(
+      arrays,
+      rank=tmpl.batch_ndim - 1,
+      dtype=tf.as_dtype(tmpl.dtype).as_numpy_dtype,
+      static_shape=static,
+      what=f"input {name!r}",
+    )
     for axis, d in enumerate(tmpl.dims):
       if d.is_dynamic():
         out[size_key(name, axis)] = np.array([a.shape[axis - 1] for a in arrays], np.int32)

@@ -40,7 +40,8 @@ class GraphState:
   def __init__(self, graph: tf.Graph, train_flag_kind: str):
     if train_flag_kind not in (TRAIN_FLAG_PLACEHOLDER, TRAIN_FLAG_VARIABLE):
       raise ValueError(
-          f"train_flag_kind must be {TRAIN_FLAG_PLACEHOLDER!r} or {TRAIN_FLAG_VARIABLE!r}, got {train_flag_kind!r}")
+        f"train_flag_kind must be {TRAIN_FLAG_PLACEHOLDER!r} or {TRAIN_FLAG_VARIABLE!r}, got {train_flag_kind!r}"
+      )
     self.graph = graph
     self.train_flag_kind = train_flag_kind
     with graph.as_default(), tf.name_scope("returnn_rc_state/"):
@@ -106,8 +107,7 @@ def _check_int(what: str, value: Any, minimum: int) -> int:
   return int(value)
 
 
-def get_graph_state(graph: Optional[tf.Graph] = None, *,
-                    train_flag_kind: str = TRAIN_FLAG_PLACEHOLDER) -> GraphState:
+def get_graph_state(graph: Optional[tf.Graph] = None, *, train_flag_kind: str = TRAIN_FLAG_PLACEHOLDER) -> GraphState:
   """The :class:`GraphState` of ``graph`` (default: the current graph), created on first call.
 
   A second call with another ``train_flag_kind`` for the same graph is a ``ValueError``.
@@ -119,7 +119,8 @@ def get_graph_state(graph: Optional[tf.Graph] = None, *,
   if state is not None:
     if state.train_flag_kind != train_flag_kind:
       raise ValueError(
-          f"graph already has a train flag of kind {state.train_flag_kind!r}, asked for {train_flag_kind!r}")
+        f"graph already has a train flag of kind {state.train_flag_kind!r}, asked for {train_flag_kind!r}"
+      )
     return state
   state = GraphState(graph, train_flag_kind)
   setattr(graph, _ATTR, state)

@@ -35,8 +35,9 @@ import tensorflow as tf
 from returnn_rc.tensor import Dim, Tensor, batch_dim, check_name
 
 
-def check_loss_options(name: Any, *, scale: Any, as_error: Any, use_normalized_loss: Any,
-                       use_flatten_frames: Any) -> None:
+def check_loss_options(
+  name: Any, *, scale: Any, as_error: Any, use_normalized_loss: Any, use_flatten_frames: Any
+) -> None:
   """Checks the options of a loss (before any graph node is built).
 
   Raises:
@@ -48,8 +49,11 @@ def check_loss_options(name: Any, *, scale: Any, as_error: Any, use_normalized_l
     raise TypeError(f"loss {name!r}: scale must be a Python float, got {type(scale).__name__} {scale!r}")
   if not math.isfinite(float(scale)):
     raise ValueError(f"loss {name!r}: scale must be finite, got {float(scale)}")
-  for option, value in (("as_error", as_error), ("use_normalized_loss", use_normalized_loss),
-                        ("use_flatten_frames", use_flatten_frames)):
+  for option, value in (
+    ("as_error", as_error),
+    ("use_normalized_loss", use_normalized_loss),
+    ("use_flatten_frames", use_flatten_frames),
+  ):
     if not isinstance(value, (bool, np.bool_)):
       raise TypeError(f"loss {name!r}: {option} must be a bool, got {type(value).__name__} {value!r}")
 
@@ -67,8 +71,9 @@ def check_loss_dims(loss: Tensor, name: str) -> None:
   for d in loss.dynamic_dims:
     if not loss.have_batch_axis():
       raise ValueError(
-          f"loss {name!r}: dynamic dim {d} needs the batch dim in the loss to mask padding, "
-          f"but the loss dims are {list(loss.dims)}")
+        f"loss {name!r}: dynamic dim {d} needs the batch dim in the loss to mask padding, "
+        f"but the loss dims are {list(loss.dims)}"
+      )
     if d.dyn_size is None:
       raise ValueError(f"loss {name!r}: dynamic dim {d} has no sizes (set dim.dyn_size or dim.dyn_size_ext)")
     if d.dyn_size.dtype not in (tf.int32, tf.int64):
@@ -83,8 +88,11 @@ def _check_sizes_in_range(loss: Tensor, dims: Sequence[Dim]) -> List[tf.Operatio
   for d in dims:
     sizes = d.get_dyn_size()
     max_len = tf.shape(raw, out_type=sizes.dtype)[loss.get_axis_from_dim(d)]
-    checks.append(tf.debugging.assert_less_equal(
-        sizes, max_len, message=f"seq_lens of dim {d.name} out of range: larger than the padded length T"))
+    checks.append(
+      tf.debugging.assert_less_equal(
+        sizes, max_len, message=f"seq_lens of dim {d.name} out of range: larger than the padded length T"
+      )
+    )
     checks.append(tf.debugging.assert_non_negative(sizes, message=f"seq_lens of dim {d.name} out of range: negative"))
   return checks
 
@@ -102,11 +110,11 @@ def _valid_only(tensor: Tensor, raw: tf.Tensor, dims: Sequence[Dim]) -> tf.Tenso
 
 def _flatten_frames(raw: tf.Tensor, sizes: tf.Tensor, batch_axis: int, time_axis: int) -> tf.Tensor:
   from returnn_rc import ops  # pylint: disable=import-outside-toplevel
+
   return ops.flatten_with_seq_len_mask(raw, sizes, batch_dim_axis=batch_axis, time_dim_axis=time_axis)
 
 
-def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str,
-                sibling_losses: Sequence[Tensor] = ()) -> Tensor:
+def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str, sibling_losses: Sequence[Tensor] = ()) -> Tensor:
   """Sum of ``loss`` over its valid elements, as a scalar :class:`Tensor`.
 
   With ``use_flatten_frames`` the first dynamic dim is packed away with the
@@ -122,6 +130,7 @@ def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str,
       return _scalar(tf.reduce_sum(tf.cast(raw, dtype)), f"{name}:summed")
     if use_flatten_frames and len(dynamic) == 1:
       from returnn_rc import packing  # pylint: disable=import-outside-toplevel
+
       # The loss's row-wise producers on packed frames (sibling losses' tensors count as packed consumers).
       packed = packing.pack_frames_upstream(loss, sibling_losses=sibling_losses)
       if packed is not None:
@@ -131,8 +140,7 @@ def summed_loss(loss: Tensor, *, use_flatten_frames: bool, name: str,
       raw = _valid_only(loss, raw, masked_dims)
     if use_flatten_frames:  # the op checks the range of the sizes itself
       time = dynamic[0]
-      raw = _flatten_frames(raw, time.get_dyn_size(), loss.get_axis_from_dim(batch_dim),
-                            loss.get_axis_from_dim(time))
+      raw = _flatten_frames(raw, time.get_dyn_size(), loss.get_axis_from_dim(batch_dim), loss.get_axis_from_dim(time))
     return _scalar(tf.reduce_sum(tf.cast(raw, dtype)), f"{name}:summed")
 
 
@@ -174,9 +182,10 @@ def custom_inv_norm_tensor(value: Any, loss: Tensor, name: str) -> Tensor:
       dims = (batch_dim,)
     else:
       raise ValueError(
-          f"{what}: a raw tensor of shape {raw.shape} is ambiguous for a loss with dims {list(loss.dims)} "
-          f"(shape {loss_shape}); pass a scalar, a [B] vector, a tensor of the loss's shape, or an rc.Tensor "
-          f"with dims (its dynamic dims are masked)")
+        f"{what}: a raw tensor of shape {raw.shape} is ambiguous for a loss with dims {list(loss.dims)} "
+        f"(shape {loss_shape}); pass a scalar, a [B] vector, a tensor of the loss's shape, or an rc.Tensor "
+        f"with dims (its dynamic dims are masked)"
+      )
     factor = Tensor(f"{name}:custom_inv_norm_factor", dims, raw.dtype, raw_tensor=raw)
   dtype = tf.as_dtype(factor.dtype)
   if not (dtype.is_floating or dtype.is_integer or dtype.is_bool) or dtype.is_complex:
@@ -184,8 +193,9 @@ def custom_inv_norm_tensor(value: Any, loss: Tensor, name: str) -> Tensor:
   factor.get_raw()  # a template without a raw tensor: ValueError naming it
   for d in factor.dynamic_dims:
     if not factor.have_batch_axis():
-      raise ValueError(f"{what}: dynamic dim {d} needs the batch dim to mask its padding, but its dims are "
-                       f"{list(factor.dims)}")
+      raise ValueError(
+        f"{what}: dynamic dim {d} needs the batch dim to mask its padding, but its dims are {list(factor.dims)}"
+      )
     if d.dyn_size is None:
       raise ValueError(f"{what}: dynamic dim {d} has no sizes (set dim.dyn_size or dim.dyn_size_ext)")
   if factor.have_batch_axis() and loss.have_batch_axis():
@@ -206,16 +216,29 @@ def _custom_inv_norm(loss: Tensor, factor: Tensor, dtype: tf.DType, name: str) -
   raw = tf.cast(factor.get_raw(), dtype)
   if factor.dynamic_dims:
     raw = _valid_only(factor, raw, factor.dynamic_dims)
-  checks = [tf.debugging.Assert(
+  checks = [
+    tf.debugging.Assert(
       tf.reduce_all(tf.logical_and(tf.math.is_finite(raw), raw >= 0)),
-      [f"custom_inv_norm_factor of loss {name} must be finite and >= 0 in the valid frames"], name="check_values")]
-  if factor.have_batch_axis() and loss.have_batch_axis() and (
-      _static_batch(factor) is None or _static_batch(loss) is None):
-    same = tf.equal(tf.shape(factor.get_raw(), out_type=tf.int64)[factor.get_axis_from_dim(batch_dim)],
-                    tf.shape(loss.get_raw(), out_type=tf.int64)[loss.get_axis_from_dim(batch_dim)])
-    checks.append(tf.debugging.Assert(
-        same, [f"batch size mismatch: custom_inv_norm_factor of loss {name} does not have the batch size of the loss"],
-        name="check_batch_size"))
+      [f"custom_inv_norm_factor of loss {name} must be finite and >= 0 in the valid frames"],
+      name="check_values",
+    )
+  ]
+  if (
+    factor.have_batch_axis()
+    and loss.have_batch_axis()
+    and (_static_batch(factor) is None or _static_batch(loss) is None)
+  ):
+    same = tf.equal(
+      tf.shape(factor.get_raw(), out_type=tf.int64)[factor.get_axis_from_dim(batch_dim)],
+      tf.shape(loss.get_raw(), out_type=tf.int64)[loss.get_axis_from_dim(batch_dim)],
+    )
+    checks.append(
+      tf.debugging.Assert(
+        same,
+        [f"batch size mismatch: custom_inv_norm_factor of loss {name} does not have the batch size of the loss"],
+        name="check_batch_size",
+      )
+    )
   with tf.control_dependencies(checks):
     return tf.reduce_sum(raw)
 
@@ -302,8 +325,10 @@ def all_reduce_losses(losses: Sequence[Loss], replica_ctx: Any) -> None:
     reduced = tf.unstack(tf.reshape(reduced, [2 * len(losses)]), name="global_reductions")
     for i, loss in enumerate(losses):
       pair = []
-      for value, total_sum, what in ((local[i][0], reduced[2 * i], "summed"),
-                                     (local[i][1], reduced[2 * i + 1], "inv_norm_factor")):
+      for value, total_sum, what in (
+        (local[i][0], reduced[2 * i], "summed"),
+        (local[i][1], reduced[2 * i + 1], "inv_norm_factor"),
+      ):
         with tf.name_scope(f"loss_{_scope_name(loss.name)}/global_{what}"):
           exact = tf.stop_gradient(tf.cast(total_sum, value.dtype))
           pair.append(_scalar(exact + (value - tf.stop_gradient(value)), f"{loss.name}:global_{what}"))
@@ -362,13 +387,20 @@ class Loss:
   reduce_hook: Optional[Callable[[], None]] = dataclasses.field(default=None, repr=False, compare=False)
 
   def __post_init__(self):
-    check_loss_options(self.name, scale=self.scale, as_error=self.as_error,
-                       use_normalized_loss=self.use_normalized_loss, use_flatten_frames=self.use_flatten_frames)
+    check_loss_options(
+      self.name,
+      scale=self.scale,
+      as_error=self.as_error,
+      use_normalized_loss=self.use_normalized_loss,
+      use_flatten_frames=self.use_flatten_frames,
+    )
     if not isinstance(self.loss, Tensor):
       raise TypeError(f"loss {self.name!r}: loss must be an rc.Tensor, got {type(self.loss).__name__}")
     if self.custom_inv_norm_factor is not None and not isinstance(self.custom_inv_norm_factor, Tensor):
-      raise TypeError(f"loss {self.name!r}: custom_inv_norm_factor must be an rc.Tensor (or None), got "
-                      f"{type(self.custom_inv_norm_factor).__name__}")
+      raise TypeError(
+        f"loss {self.name!r}: custom_inv_norm_factor must be an rc.Tensor (or None), got "
+        f"{type(self.custom_inv_norm_factor).__name__}"
+      )
 
   def get_summed_loss(self) -> Tensor:
     """Sum of the loss over all valid (non-padded) elements, scalar.
@@ -385,8 +417,12 @@ class Loss:
     """Sum of the loss over the valid elements of this replica's batch (:meth:`get_summed_loss` outside a
     strategy), scalar."""
     if self._local_summed_cached is None:
-      self._local_summed_cached = summed_loss(self.loss, use_flatten_frames=self.use_flatten_frames,
-                                              name=self.name, sibling_losses=self._sibling_loss_tensors())
+      self._local_summed_cached = summed_loss(
+        self.loss,
+        use_flatten_frames=self.use_flatten_frames,
+        name=self.name,
+        sibling_losses=self._sibling_loss_tensors(),
+      )
     return self._local_summed_cached
 
   def _sibling_loss_tensors(self) -> List[Tensor]:
@@ -412,14 +448,14 @@ class Loss:
     """:meth:`get_inv_norm_factor` of this replica's batch only, scalar."""
     if self._local_inv_norm_cached is None:
       self._local_inv_norm_cached = inv_norm_factor(
-          self.loss, custom_inv_norm_factor=self.custom_inv_norm_factor, name=self.name)
+        self.loss, custom_inv_norm_factor=self.custom_inv_norm_factor, name=self.name
+      )
     return self._local_inv_norm_cached
 
   def get_mean_loss(self) -> Tensor:
     """``summed / inv_norm_factor``, scalar (of the global figures inside a replica context)."""
     if self._mean_loss_cached is None:
-      self._mean_loss_cached = mean_loss(self.get_summed_loss(), self.get_inv_norm_factor(),
-                                                 name=self.name)
+      self._mean_loss_cached = mean_loss(self.get_summed_loss(), self.get_inv_norm_factor(), name=self.name)
     return self._mean_loss_cached
 
   def set_global_reductions(self, summed: Tensor, inv_norm: Tensor) -> None:

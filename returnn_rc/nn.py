@@ -13,9 +13,14 @@ from returnn_rc.run_ctx import get_run_ctx
 from returnn_rc.tensor import Dim, Tensor
 
 
-def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
-            axis: Optional[Union[Dim, int, bool, Sequence[Union[Dim, int]]]] = None,
-            on_forward: bool = False, batch_axis: Optional[int] = None) -> Union[Tensor, tf.Tensor]:
+def dropout(
+  x: Union[Tensor, tf.Tensor],
+  drop_prob: Union[float, tf.Tensor],
+  *,
+  axis: Optional[Union[Dim, int, bool, Sequence[Union[Dim, int]]]] = None,
+  on_forward: bool = False,
+  batch_axis: Optional[int] = None,
+) -> Union[Tensor, tf.Tensor]:
   """Dropout: zeroes elements with probability ``drop_prob`` and scales the rest by ``1/(1-drop_prob)``.
 
   Applied when the train flag (as seen by this function) is on, or always with ``on_forward``.
@@ -80,8 +85,10 @@ def dropout(x: Union[Tensor, tf.Tensor], drop_prob: Union[float, tf.Tensor], *,
       # Checked at run time (also with the flag off: a bad value is a bug whatever the mode). String data
       # only: other data would put the check under a tf.cond.
       check = tf.debugging.Assert(
-          tf.logical_and(prob >= 0.0, prob < 1.0),
-          ["dropout: the tensor drop_prob is out of range: it must be in [0, 1)"], name="check_drop_prob")
+        tf.logical_and(prob >= 0.0, prob < 1.0),
+        ["dropout: the tensor drop_prob is out of range: it must be in [0, 1)"],
+        name="check_drop_prob",
+      )
       with tf.control_dependencies([check]):
         prob = tf.identity(prob)
     if flag is not True:
@@ -275,12 +282,13 @@ def _replica_independent(scope: str) -> str:
     return scope
   prefix = f"replica_{int(replica_id)}"
   if scope == prefix or scope.startswith(prefix + "/"):
-    return scope[len(prefix) + 1:]
+    return scope[len(prefix) + 1 :]
   return scope
 
 
-def _uniform_by_index(raw: tf.Tensor, noise_axes: Optional[List[int]], batch_axis: int,
-                      static_sizes: Sequence[Optional[int]]) -> tf.Tensor:
+def _uniform_by_index(
+  raw: tf.Tensor, noise_axes: Optional[List[int]], batch_axis: int, static_sizes: Sequence[Optional[int]]
+) -> tf.Tensor:
   """Uniform in [0, 1) float32 of the mask shape (``raw``'s shape, 1 on the axes not in ``noise_axes``),
   each value a counter-based hash of (seed, op, step, loop iterations, global sequence index, position).
 
@@ -294,8 +302,7 @@ def _uniform_by_index(raw: tf.Tensor, noise_axes: Optional[List[int]], batch_axi
   ctx = get_run_ctx()
   chain = _graph_chain(tf.compat.v1.get_default_graph())
   seed = _stateless_seed(chain)
-  scope = _replica_independent(
-      "/".join(s for s in (g.get_name_scope() for g in reversed(chain)) if s))
+  scope = _replica_independent("/".join(s for s in (g.get_name_scope() for g in reversed(chain)) if s))
   op_key = zlib.crc32(f"{seed}/{scope}".encode()) & 0x7FFFFFFF
   rank = raw.shape.rank
   in_mask = [noise_axes is None or i in noise_axes for i in range(rank)]
@@ -331,8 +338,11 @@ def _uniform_by_index(raw: tf.Tensor, noise_axes: Optional[List[int]], batch_axi
         linear = index if linear is None else linear + index
         stride *= static_sizes[i] if static_sizes[i] is not None else 1
       h = _fold(h, linear)
-    return tf.multiply(tf.cast(tf.bitwise.right_shift(h, tf.constant(8, tf.uint32)), tf.float32),
-                       tf.constant(1.0 / (1 << 24), tf.float32), name=HASH_UNIFORM_OP_NAME)
+    return tf.multiply(
+      tf.cast(tf.bitwise.right_shift(h, tf.constant(8, tf.uint32)), tf.float32),
+      tf.constant(1.0 / (1 << 24), tf.float32),
+      name=HASH_UNIFORM_OP_NAME,
+    )
 
 
 #: Name of the op giving the index-hash uniform numbers of a dropout mask (see :func:`is_hash_uniform_op`).

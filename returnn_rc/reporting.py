@@ -24,8 +24,9 @@ def report_fetches(losses: Mapping[str, Loss]) -> Dict[str, Tuple[tf.Tensor, tf.
   :class:`Loss` (e.g. ``ctx.losses``)."""
   if not isinstance(losses, Mapping) or not all(isinstance(loss, Loss) for loss in losses.values()):
     raise TypeError(f"report_fetches: losses must map names to rc.Loss (e.g. ctx.losses), got {type(losses).__name__}")
-  return {name: (loss.get_summed_loss().get_raw(), loss.get_inv_norm_factor().get_raw())
-          for name, loss in losses.items()}
+  return {
+    name: (loss.get_summed_loss().get_raw(), loss.get_inv_norm_factor().get_raw()) for name, loss in losses.items()
+  }
 
 
 def ratio(summed: float, inv_norm: float) -> float:
@@ -57,8 +58,10 @@ class EpochAccumulator:
       try:
         summed, inv_norm = (float(v) for v in pair)
       except (TypeError, ValueError):
-        raise TypeError(f"EpochAccumulator.add: loss {name!r} must be a pair of numbers (summed, inv_norm) as "
-                        f"report_fetches() gives, got {pair!r}") from None
+        raise TypeError(
+          f"EpochAccumulator.add: loss {name!r} must be a pair of numbers (summed, inv_norm) as "
+          f"report_fetches() gives, got {pair!r}"
+        ) from None
       batch[name] = (summed, inv_norm)
     for name, (summed, inv_norm) in batch.items():
       self._summed[name] = self._summed.get(name, 0.0) + summed

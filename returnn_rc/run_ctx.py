@@ -101,9 +101,17 @@ class RunCtx:
       replicas (:meth:`reduce_losses`); False: local reductions only (e.g. a test's negative control).
   """
 
-  def __init__(self, *, stage: str, train_flag: TrainFlag = False, step: Union[int, tf.Tensor] = 0,
-               epoch: Union[int, tf.Tensor] = 1, expected_outputs: Optional[TensorDict] = None,
-               global_seq_offset: Union[int, tf.Tensor] = 0, cross_replica: bool = True):
+  def __init__(
+    self,
+    *,
+    stage: str,
+    train_flag: TrainFlag = False,
+    step: Union[int, tf.Tensor] = 0,
+    epoch: Union[int, tf.Tensor] = 1,
+    expected_outputs: Optional[TensorDict] = None,
+    global_seq_offset: Union[int, tf.Tensor] = 0,
+    cross_replica: bool = True,
+  ):
     if stage not in _STAGES:
       raise ValueError(f"stage must be one of {_STAGES}, got {stage!r}")
     self.stage = stage
@@ -148,8 +156,9 @@ class RunCtx:
       self._scope_token = _set_current(self)
     elif _current.get() is not self:
       raise RuntimeError(
-          f"{self!r} is no longer the current run context (current: {_current.get()!r}); enter it with 'with' "
-          f"right where it is created: 'with rc.init_train_step_run_ctx(...) as ctx:'")
+        f"{self!r} is no longer the current run context (current: {_current.get()!r}); enter it with 'with' "
+        f"right where it is created: 'with rc.init_train_step_run_ctx(...) as ctx:'"
+      )
     self._entered = True
     return self
 
@@ -160,12 +169,14 @@ class RunCtx:
       _current.reset(token)
     except ValueError:
       raise RuntimeError(
-          f"{self!r} was entered in another thread or asyncio task (another contextvars.Context) than the one "
-          f"exiting it; enter and exit a run context in the same thread or task") from None
+        f"{self!r} was entered in another thread or asyncio task (another contextvars.Context) than the one "
+        f"exiting it; enter and exit a run context in the same thread or task"
+      ) from None
     if current is not self and exc_type is None:
       raise RuntimeError(
-          f"run contexts exited out of order: exiting {self!r} while {current!r} is current (nested 'with' "
-          f"blocks must exit innermost first); restored the context that was current before {self!r}")
+        f"run contexts exited out of order: exiting {self!r} while {current!r} is current (nested 'with' "
+        f"blocks must exit innermost first); restored the context that was current before {self!r}"
+      )
 
   # --- train flag -------------------------------------------------------------------------------
 
@@ -182,8 +193,9 @@ class RunCtx:
     return self._train_flag
 
   @contextlib.contextmanager
-  def train_flag_ctx(self, train_flag: TrainFlag, *, func: Optional[Union[Callable, Sequence[Callable]]] = None
-                     ) -> Iterator[None]:
+  def train_flag_ctx(
+    self, train_flag: TrainFlag, *, func: Optional[Union[Callable, Sequence[Callable]]] = None
+  ) -> Iterator[None]:
     """Temporarily overrides the train flag, globally or (with ``func``) for those functions only.
 
     A per-function override wins over any global override, also a nested one::
@@ -216,9 +228,10 @@ class RunCtx:
       current = _flag_overrides.get()
       if not any(r is record for r in current):
         raise RuntimeError(
-            f"train_flag_ctx({flag!r}) of {self!r} exited in another thread or asyncio task (another "
-            f"contextvars.Context) than the one that entered it; enter and exit it in the same thread or task "
-            f"(the override has ended)")
+          f"train_flag_ctx({flag!r}) of {self!r} exited in another thread or asyncio task (another "
+          f"contextvars.Context) than the one that entered it; enter and exit it in the same thread or task "
+          f"(the override has ended)"
+        )
       _flag_overrides.set(tuple(r for r in current if r.active))
 
   def is_train_flag_enabled(self, *, func: Optional[Callable]) -> TrainFlag:
@@ -261,10 +274,18 @@ class RunCtx:
 
   # --- losses -----------------------------------------------------------------------------------
 
-  def mark_as_loss(self, loss: Union[Tensor, Any], name: str, *, dims: Optional[Sequence[Dim]] = None,
-                   scale: float = 1.0, as_error: bool = False, use_normalized_loss: bool = False,
-                   use_flatten_frames: bool = True, custom_inv_norm_factor: Optional[Union[Tensor, Any]] = None
-                   ) -> None:
+  def mark_as_loss(
+    self,
+    loss: Union[Tensor, Any],
+    name: str,
+    *,
+    dims: Optional[Sequence[Dim]] = None,
+    scale: float = 1.0,
+    as_error: bool = False,
+    use_normalized_loss: bool = False,
+    use_flatten_frames: bool = True,
+    custom_inv_norm_factor: Optional[Union[Tensor, Any]] = None,
+  ) -> None:
     """Marks ``loss`` (e.g. ``[B,T]`` frame-wise or ``[B]`` sequence-level) as a loss called ``name``.
 
     Do not reduce axes over which epoch statistics should be collected. ``scale`` only affects the
@@ -288,18 +309,25 @@ class RunCtx:
     """
     if self.stage != STAGE_TRAIN_STEP:
       raise RuntimeError(
-          f"mark_as_loss({name!r}) called in stage {self.stage!r}; losses can only be marked in stage "
-          f"{STAGE_TRAIN_STEP!r} (use init_train_step_run_ctx())")
+        f"mark_as_loss({name!r}) called in stage {self.stage!r}; losses can only be marked in stage "
+        f"{STAGE_TRAIN_STEP!r} (use init_train_step_run_ctx())"
+      )
     if self._reduced_in is not None:
       raise RuntimeError(
-          f"mark_as_loss({name!r}) called after the losses {list(self.losses)} were reduced across replicas "
-          f"(by reduce_losses(), or by reading a reduction such as get_summed_loss() or total_loss()); inside a "
-          f"tf.distribute replica context mark all losses before reading any of their reductions")
+        f"mark_as_loss({name!r}) called after the losses {list(self.losses)} were reduced across replicas "
+        f"(by reduce_losses(), or by reading a reduction such as get_summed_loss() or total_loss()); inside a "
+        f"tf.distribute replica context mark all losses before reading any of their reductions"
+      )
     check_name(name, "loss")
     if name in self.losses:
       raise ValueError(f"duplicate loss name {name!r}: already marked losses are {list(self.losses)}")
-    check_loss_options(name, scale=scale, as_error=as_error, use_normalized_loss=use_normalized_loss,
-                       use_flatten_frames=use_flatten_frames)
+    check_loss_options(
+      name,
+      scale=scale,
+      as_error=as_error,
+      use_normalized_loss=use_normalized_loss,
+      use_flatten_frames=use_flatten_frames,
+    )
     loss_t = _to_tensor(loss, dims, kind="loss", name=name)
     dtype = tf.as_dtype(loss_t.dtype)
     if dtype.is_complex or not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
@@ -311,10 +339,17 @@ class RunCtx:
     inv_norm = None
     if custom_inv_norm_factor is not None:
       inv_norm = custom_inv_norm_tensor(custom_inv_norm_factor, loss_t, name)
-    self.losses[name] = Loss(loss=loss_t, name=name, scale=float(scale), as_error=bool(as_error),
-                             use_normalized_loss=bool(use_normalized_loss),
-                             use_flatten_frames=bool(use_flatten_frames), custom_inv_norm_factor=inv_norm,
-                             siblings=self.losses, reduce_hook=self.reduce_losses)
+    self.losses[name] = Loss(
+      loss=loss_t,
+      name=name,
+      scale=float(scale),
+      as_error=bool(as_error),
+      use_normalized_loss=bool(use_normalized_loss),
+      use_flatten_frames=bool(use_flatten_frames),
+      custom_inv_norm_factor=inv_norm,
+      siblings=self.losses,
+      reduce_hook=self.reduce_losses,
+    )
 
   def reduce_losses(self) -> None:
     """Finalises the losses' reductions; idempotent. Called by the builder after ``train_step``, and by any
@@ -333,11 +368,16 @@ class RunCtx:
     if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
       return
     replica_ctx = tf.distribute.get_replica_context()
-    built = [name for name, loss in self.losses.items()
-             if loss._summed_loss_cached is not None or loss._inv_norm_factor_cached is not None]  # pylint: disable=protected-access
+    built = [
+      name
+      for name, loss in self.losses.items()
+      if loss._summed_loss_cached is not None or loss._inv_norm_factor_cached is not None
+    ]  # pylint: disable=protected-access
     if built:
-      raise RuntimeError(f"reduce_losses(): the reductions of losses {built} were built outside the replica "
-                         f"context; build them inside the strategy's replica function")
+      raise RuntimeError(
+        f"reduce_losses(): the reductions of losses {built} were built outside the replica "
+        f"context; build them inside the strategy's replica function"
+      )
     self._reduced_in = replica_ctx
     all_reduce_losses(list(self.losses.values()), replica_ctx)
 
@@ -350,8 +390,8 @@ class RunCtx:
     used = [loss for loss in self.losses.values() if loss.used_for_optimizer]
     if not used:
       raise RuntimeError(
-          f"total_loss(): all marked losses {list(self.losses)} are as_error or have scale 0; "
-          f"nothing for the optimizer")
+        f"total_loss(): all marked losses {list(self.losses)} are as_error or have scale 0; nothing for the optimizer"
+      )
     return total(used)
 
   # --- outputs ----------------------------------------------------------------------------------
@@ -372,8 +412,9 @@ class RunCtx:
     """
     if self.stage != STAGE_FORWARD_STEP:
       raise RuntimeError(
-          f"mark_as_output({name!r}) called in stage {self.stage!r}; outputs can only be marked in stage "
-          f"{STAGE_FORWARD_STEP!r} (use init_forward_step_run_ctx())")
+        f"mark_as_output({name!r}) called in stage {self.stage!r}; outputs can only be marked in stage "
+        f"{STAGE_FORWARD_STEP!r} (use init_forward_step_run_ctx())"
+      )
     check_name(name, "output", key="signature key")
     if name in self.outputs:
       raise ValueError(f"duplicate output name {name!r}: already marked outputs are {list(self.outputs)}")
@@ -390,8 +431,9 @@ class RunCtx:
       if dims is None:
         dims = _default_output_dims(out, name)
     out = out.copy_transpose(dims)
-    out = Tensor(name, out.dims, out.dtype, raw_tensor=out.raw_tensor, sparse_dim=out.sparse_dim,
-                 feature_dim=out.feature_dim)
+    out = Tensor(
+      name, out.dims, out.dtype, raw_tensor=out.raw_tensor, sparse_dim=out.sparse_dim, feature_dim=out.feature_dim
+    )
     if expected is not None:
       _check_expected_output(out, expected)
     self.outputs[name] = out
@@ -406,8 +448,7 @@ class RunCtx:
       return
     missing = [k for k in self.expected_outputs if k not in self.outputs]
     if missing:
-      raise RuntimeError(
-          f"outputs {missing} were expected but not marked; marked outputs are {list(self.outputs)}")
+      raise RuntimeError(f"outputs {missing} were expected but not marked; marked outputs are {list(self.outputs)}")
 
 
 def _num_replicas_in_sync() -> int:
@@ -453,8 +494,9 @@ def _default_output_dims(tensor: Tensor, name: str) -> List[Dim]:
   static = [d for d in rest if d.is_static()]
   if len(dynamic) > 2 or len(static) > 1:
     raise ValueError(
-        f"mark_as_output({name!r}): cannot infer the order of dims {list(tensor.dims)} "
-        f"(default is batch, time, one more dynamic dim, one static dim); pass dims=[...]")
+      f"mark_as_output({name!r}): cannot infer the order of dims {list(tensor.dims)} "
+      f"(default is batch, time, one more dynamic dim, one static dim); pass dims=[...]"
+    )
   return order + dynamic + static
 
 
@@ -489,8 +531,9 @@ def _output_dims_from_expected(tensor: Tensor, expected: Tensor, name: str) -> O
       return None
     if len(candidates) > 1:
       raise ValueError(
-          f"mark_as_output({name!r}): cannot match expected dim {e} (axis {i} of {expected}) to one dim of {tensor}: "
-          f"{candidates} all fit; pass dims=[...]")
+        f"mark_as_output({name!r}): cannot match expected dim {e} (axis {i} of {expected}) to one dim of {tensor}: "
+        f"{candidates} all fit; pass dims=[...]"
+      )
     order[i] = candidates[0]
     remaining = [d for d in remaining if d is not candidates[0]]
   return order
@@ -515,8 +558,11 @@ def _check_expected_output(out: Tensor, expected: Tensor) -> None:
     fail(f"dtype {out.dtype} but {expected.dtype} expected")
   if (out.sparse_dim is None) != (expected.sparse_dim is None):
     fail(f"sparse_dim {out.sparse_dim} but {expected.sparse_dim} expected")
-  if expected.sparse_dim is not None and expected.sparse_dim.is_static() and (
-      out.sparse_dim.dimension != expected.sparse_dim.dimension):
+  if (
+    expected.sparse_dim is not None
+    and expected.sparse_dim.is_static()
+    and (out.sparse_dim.dimension != expected.sparse_dim.dimension)
+  ):
     fail(f"sparse_dim size {out.sparse_dim.dimension} but {expected.sparse_dim.dimension} expected")
 
 
@@ -539,7 +585,8 @@ class _FlagOverride:
 # The active overrides of this thread / asyncio task, oldest first (an immutable tuple: each set() is a
 # new value, so a copied context never sees later changes).
 _flag_overrides: contextvars.ContextVar[Tuple[_FlagOverride, ...]] = contextvars.ContextVar(
-    "returnn_rc_train_flag_overrides", default=())
+  "returnn_rc_train_flag_overrides", default=()
+)
 
 
 # --- the current context ------------------------------------------------------------------------
@@ -585,9 +632,14 @@ def _activate(ctx: RunCtx) -> RunCtx:
   return ctx
 
 
-def init_train_step_run_ctx(*, train_flag: TrainFlag = True, step: Union[int, tf.Tensor] = 0,
-                            epoch: Union[int, tf.Tensor] = 1, global_seq_offset: Optional[Union[int, tf.Tensor]] = None,
-                            cross_replica: bool = True) -> RunCtx:
+def init_train_step_run_ctx(
+  *,
+  train_flag: TrainFlag = True,
+  step: Union[int, tf.Tensor] = 0,
+  epoch: Union[int, tf.Tensor] = 1,
+  global_seq_offset: Optional[Union[int, tf.Tensor]] = None,
+  cross_replica: bool = True,
+) -> RunCtx:
   """Enters stage ``"train_step"`` (training, or evaluation with ``train_flag=False``).
 
   Under a ``tf.distribute`` strategy, call it inside the replica function: the losses are then reduced
@@ -599,14 +651,23 @@ def init_train_step_run_ctx(*, train_flag: TrainFlag = True, step: Union[int, tf
   a context manager: ``with rc.init_train_step_run_ctx(...) as ctx:`` restores the previous context
   on exit (also on an exception), so a nested build never wipes an outer one.
   """
-  return _activate(RunCtx(stage=STAGE_TRAIN_STEP, train_flag=train_flag, step=step, epoch=epoch,
-                          global_seq_offset=0 if global_seq_offset is None else global_seq_offset,
-                          cross_replica=cross_replica))
+  return _activate(
+    RunCtx(
+      stage=STAGE_TRAIN_STEP,
+      train_flag=train_flag,
+      step=step,
+      epoch=epoch,
+      global_seq_offset=0 if global_seq_offset is None else global_seq_offset,
+      cross_replica=cross_replica,
+    )
+  )
 
 
-def init_forward_step_run_ctx(*, expected_outputs: Optional[TensorDict] = None, step: Union[int, tf.Tensor] = 0,
-                              epoch: Union[int, tf.Tensor] = 1) -> RunCtx:
+def init_forward_step_run_ctx(
+  *, expected_outputs: Optional[TensorDict] = None, step: Union[int, tf.Tensor] = 0, epoch: Union[int, tf.Tensor] = 1
+) -> RunCtx:
   """Enters stage ``"forward_step"`` (train flag off); like :func:`init_train_step_run_ctx` also a
   context manager restoring the previous context on exit."""
-  return _activate(RunCtx(stage=STAGE_FORWARD_STEP, train_flag=False, step=step, epoch=epoch,
-                          expected_outputs=expected_outputs))
+  return _activate(
+    RunCtx(stage=STAGE_FORWARD_STEP, train_flag=False, step=step, epoch=epoch, expected_outputs=expected_outputs)
+  )

@@ -65,8 +65,9 @@ class Dim:
         self.dyn_size = dimension
     else:
       raise TypeError(
-          f"Dim {name!r}: dimension must be int, None, a raw tf.Tensor or rc.Tensor of sizes [B], "
-          f"got {type(dimension).__name__} {dimension!r}")
+        f"Dim {name!r}: dimension must be int, None, a raw tf.Tensor or rc.Tensor of sizes [B], "
+        f"got {type(dimension).__name__} {dimension!r}"
+      )
 
   # --- static / dynamic -------------------------------------------------------------------------
 
@@ -105,8 +106,7 @@ class Dim:
     if not isinstance(sizes, Tensor):
       raise TypeError(f"Dim {self.name!r}: dyn_size_ext must be an rc.Tensor, got {type(sizes).__name__}")
     if tuple(sizes.dims) != (batch_dim,):
-      raise ValueError(
-          f"Dim {self.name!r}: dyn_size_ext must have dims [batch_dim], got {list(sizes.dims)}")
+      raise ValueError(f"Dim {self.name!r}: dyn_size_ext must have dims [batch_dim], got {list(sizes.dims)}")
     if sizes.raw_tensor is not None:
       _check_size_tensor(self.name, sizes.raw_tensor)
     graph = _graph_of(sizes.raw_tensor)
@@ -176,7 +176,8 @@ class Dim:
     if ext is None or ext.raw_tensor is None:
       where = "" if graph is None else " in this graph"
       raise ValueError(
-          f"dynamic Dim {self.name!r} has no sizes{where}: set dim.dyn_size (raw [B] ints) or dim.dyn_size_ext")
+        f"dynamic Dim {self.name!r} has no sizes{where}: set dim.dyn_size (raw [B] ints) or dim.dyn_size_ext"
+      )
     return ext.raw_tensor
 
   # --- misc -------------------------------------------------------------------------------------
@@ -268,9 +269,16 @@ class Tensor:
     feature_dim: the feature dim, which must be one of ``dims``.
   """
 
-  def __init__(self, name: str, dims: Sequence[Dim], dtype: DTypeLike, *,
-               raw_tensor: Optional[RawTensor] = None, sparse_dim: Optional[Dim] = None,
-               feature_dim: Optional[Dim] = None):
+  def __init__(
+    self,
+    name: str,
+    dims: Sequence[Dim],
+    dtype: DTypeLike,
+    *,
+    raw_tensor: Optional[RawTensor] = None,
+    sparse_dim: Optional[Dim] = None,
+    feature_dim: Optional[Dim] = None,
+  ):
     if not isinstance(name, str) or not name:
       raise TypeError(f"Tensor name must be a non-empty str, got {type(name).__name__} {name!r}")
     self.name = name
@@ -321,13 +329,15 @@ class Tensor:
     if raw.shape.rank is not None:
       if raw.shape.rank != len(self._dims):
         raise ValueError(
-            f"Tensor {self.name!r}: dims mismatch: {len(self._dims)} dims {list(self._dims)} "
-            f"but raw tensor has rank {raw.shape.rank} (shape {raw.shape})")
+          f"Tensor {self.name!r}: dims mismatch: {len(self._dims)} dims {list(self._dims)} "
+          f"but raw tensor has rank {raw.shape.rank} (shape {raw.shape})"
+        )
       for axis, (d, size) in enumerate(zip(self._dims, raw.shape)):
         if d.dimension is not None and size is not None and d.dimension != size:
           raise ValueError(
-              f"Tensor {self.name!r}: dims mismatch at axis {axis}: {d} has size {d.dimension} "
-              f"but raw tensor shape is {raw.shape}")
+            f"Tensor {self.name!r}: dims mismatch at axis {axis}: {d} has size {d.dimension} "
+            f"but raw tensor shape is {raw.shape}"
+          )
     self._raw_tensor = raw
 
   def get_raw(self) -> tf.Tensor:
@@ -363,13 +373,11 @@ class Tensor:
       return self
     perm = [self.get_axis_from_dim(d) for d in dims]
     raw = None if self._raw_tensor is None else tf.transpose(self._raw_tensor, perm)
-    return Tensor(self.name, dims, self.dtype, raw_tensor=raw, sparse_dim=self.sparse_dim,
-                  feature_dim=self.feature_dim)
+    return Tensor(self.name, dims, self.dtype, raw_tensor=raw, sparse_dim=self.sparse_dim, feature_dim=self.feature_dim)
 
   def copy_template(self, name: Optional[str] = None) -> "Tensor":
     """A template (no raw tensor) with the same dims, dtype and sparse/feature dim."""
-    return Tensor(name or self.name, self._dims, self.dtype, sparse_dim=self.sparse_dim,
-                  feature_dim=self.feature_dim)
+    return Tensor(name or self.name, self._dims, self.dtype, sparse_dim=self.sparse_dim, feature_dim=self.feature_dim)
 
   def get_sequence_mask_broadcast(self, dim: Dim) -> tf.Tensor:
     """Bool mask of the valid frames of dynamic ``dim``, broadcastable to the raw tensor.
@@ -383,8 +391,9 @@ class Tensor:
       raise ValueError(f"Tensor {self.name!r}: {dim} is not a dynamic dim; it has no sequence mask")
     if not self.have_batch_axis():
       raise ValueError(
-          f"Tensor {self.name!r}: dynamic dim {dim} needs the batch dim to index its sizes, "
-          f"but dims are {list(self._dims)}")
+        f"Tensor {self.name!r}: dynamic dim {dim} needs the batch dim to index its sizes, "
+        f"but dims are {list(self._dims)}"
+      )
     raw = self.get_raw()
     time_axis = self.get_axis_from_dim(dim)
     batch_axis = self.get_axis_from_dim(batch_dim)
@@ -400,8 +409,7 @@ class Tensor:
     return mask
 
   def __repr__(self) -> str:
-    dims = ",".join("B" if d.is_batch_dim else str(d.dimension) if d.is_static() else repr(d.name)
-                    for d in self._dims)
+    dims = ",".join("B" if d.is_batch_dim else str(d.dimension) if d.is_static() else repr(d.name) for d in self._dims)
     extra = f", sparse_dim={self.sparse_dim}" if self.sparse_dim is not None else ""
     return f"Tensor({self.name!r}, [{dims}], {self.dtype}{extra})"
 
@@ -419,13 +427,18 @@ def check_sizes_batch(tensor: Tensor, dim: Dim, sizes: tf.Tensor) -> List[tf.Ope
   if static_b is not None and static_n is not None:
     if static_b != static_n:
       raise ValueError(
-          f"Tensor {tensor.name!r}: the sizes of dim {dim.name} have batch size {static_n}, but the tensor has "
-          f"batch size {static_b} (axis {batch_axis} of shape {raw.shape})")
+        f"Tensor {tensor.name!r}: the sizes of dim {dim.name} have batch size {static_n}, but the tensor has "
+        f"batch size {static_b} (axis {batch_axis} of shape {raw.shape})"
+      )
     return []
   same = tf.equal(tf.size(sizes, out_type=tf.int64), tf.shape(raw, out_type=tf.int64)[batch_axis])
-  return [tf.debugging.Assert(
-      same, [f"batch size mismatch: the sizes of dim {dim.name} do not have the batch size of {tensor.name}"],
-      name="check_batch_size")]
+  return [
+    tf.debugging.Assert(
+      same,
+      [f"batch size mismatch: the sizes of dim {dim.name} do not have the batch size of {tensor.name}"],
+      name="check_batch_size",
+    )
+  ]
 
 
 #: Valid loss, output and extern-data names: they become op names, name scopes and signature keys
@@ -453,13 +466,18 @@ def size_key(name: str, axis: int) -> str:
 def check_same_dims(tensor: Tensor, dims: Sequence[Dim]) -> None:
   """Raises ``ValueError`` unless ``dims`` is a permutation of ``tensor.dims``."""
   if len(dims) != len(tensor.dims) or set(map(id, dims)) != set(map(id, tensor.dims)):
-    raise ValueError(
-        f"dims mismatch: {list(dims)} is not a permutation of the dims {list(tensor.dims)} of {tensor}")
+    raise ValueError(f"dims mismatch: {list(dims)} is not a permutation of the dims {list(tensor.dims)} of {tensor}")
 
 
-def convert_to_tensor(raw: Any, *, dims: Optional[Sequence[Dim]] = None, dtype: Optional[DTypeLike] = None,
-                      name: Optional[str] = None, sparse_dim: Optional[Dim] = None,
-                      feature_dim: Optional[Dim] = None) -> Tensor:
+def convert_to_tensor(
+  raw: Any,
+  *,
+  dims: Optional[Sequence[Dim]] = None,
+  dtype: Optional[DTypeLike] = None,
+  name: Optional[str] = None,
+  sparse_dim: Optional[Dim] = None,
+  feature_dim: Optional[Dim] = None,
+) -> Tensor:
   """Wraps ``raw`` (a ``tf.Tensor``, variable, numpy array or Python number) as a :class:`Tensor`.
 
   An :class:`Tensor` is returned as it is (with ``dims`` given, they must be a permutation of its
@@ -475,13 +493,13 @@ def convert_to_tensor(raw: Any, *, dims: Optional[Sequence[Dim]] = None, dtype: 
       dims = ()
     else:
       raise ValueError(
-          f"convert_to_tensor: raw tensor {raw.name if hasattr(raw, 'name') else raw} of shape {raw.shape} "
-          f"needs dims (one rc.Dim per axis)")
+        f"convert_to_tensor: raw tensor {raw.name if hasattr(raw, 'name') else raw} of shape {raw.shape} "
+        f"needs dims (one rc.Dim per axis)"
+      )
   if not isinstance(dims, (list, tuple)):
     raise TypeError(f"dims must be a list or tuple of rc.Dim, got {type(dims).__name__}")
   op_name = raw.op.name if hasattr(raw, "op") else "tensor"
-  return Tensor(name or op_name, dims, raw.dtype, raw_tensor=raw, sparse_dim=sparse_dim,
-                feature_dim=feature_dim)
+  return Tensor(name or op_name, dims, raw.dtype, raw_tensor=raw, sparse_dim=sparse_dim, feature_dim=feature_dim)
 
 
 class TensorDict:

@@ -14,8 +14,17 @@ from absl.testing import absltest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PACKAGE = "returnn_rc"
-_CORE = ("returnn_rc", "returnn_rc.tensor", "returnn_rc.graph_state", "returnn_rc.run_ctx", "returnn_rc.losses",
-         "returnn_rc.reporting", "returnn_rc.nn", "returnn_rc.graph_module", "returnn_rc.checkpoint_compat")
+_CORE = (
+  "returnn_rc",
+  "returnn_rc.tensor",
+  "returnn_rc.graph_state",
+  "returnn_rc.run_ctx",
+  "returnn_rc.losses",
+  "returnn_rc.reporting",
+  "returnn_rc.nn",
+  "returnn_rc.graph_module",
+  "returnn_rc.checkpoint_compat",
+)
 
 
 def module_files(root: str, package: str) -> Dict[str, str]:
@@ -47,7 +56,7 @@ def import_edges(modules: Dict[str, str], package: str) -> Dict[str, Set[str]]:
         base = node.module or ""
         if node.level:
           parts = mod.split(".") if is_pkg else mod.split(".")[:-1]
-          parts = parts[:len(parts) - (node.level - 1)]
+          parts = parts[: len(parts) - (node.level - 1)]
           base = ".".join(parts + ([base] if base else []))
         for alias in node.names:
           sub = f"{base}.{alias.name}"
@@ -98,7 +107,6 @@ def find_cycles(edges: Dict[str, Set[str]]) -> List[List[str]]:
 
 
 class ImportStructureTest(absltest.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
@@ -106,8 +114,14 @@ class ImportStructureTest(absltest.TestCase):
     cls.edges = import_edges(cls.modules, _PACKAGE)
 
   def test_modules_found(self):
-    for expected in ("returnn_rc.run_ctx", "returnn_rc.losses", "returnn_rc.engine.engine",
-                     "returnn_rc.engine.train_graph", "returnn_rc.export.saved_model", "returnn_rc.ops.flatten"):
+    for expected in (
+      "returnn_rc.run_ctx",
+      "returnn_rc.losses",
+      "returnn_rc.engine.engine",
+      "returnn_rc.engine.train_graph",
+      "returnn_rc.export.saved_model",
+      "returnn_rc.ops.flatten",
+    ):
       self.assertIn(expected, self.modules)
     self.assertIn("returnn_rc.losses", self.edges["returnn_rc.run_ctx"])
 
@@ -168,23 +182,36 @@ class CycleDetectorTest(absltest.TestCase):
     return import_edges(module_files(root, "pkg"), "pkg")
 
   def test_function_level_cycle(self):
-    edges = self._package({"pkg/__init__.py": "", "pkg/a.py": "from pkg import b\n",
-                           "pkg/b.py": "def f():\n  from pkg.a import x\n"})
+    edges = self._package(
+      {"pkg/__init__.py": "", "pkg/a.py": "from pkg import b\n", "pkg/b.py": "def f():\n  from pkg.a import x\n"}
+    )
     self.assertEqual(find_cycles(edges), [["pkg.a", "pkg.b"]])
 
   def test_type_checking_cycle(self):
-    edges = self._package({"pkg/__init__.py": "", "pkg/a.py": "import pkg.b\n",
-                           "pkg/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n  from pkg import a\n"})
+    edges = self._package(
+      {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "import pkg.b\n",
+        "pkg/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n  from pkg import a\n",
+      }
+    )
     self.assertEqual(find_cycles(edges), [["pkg.a", "pkg.b"]])
 
   def test_relative_and_init_cycle(self):
-    edges = self._package({"pkg/__init__.py": "", "pkg/sub/__init__.py": "from pkg.sub.m import X\n",
-                           "pkg/sub/m.py": "from . import helper\n", "pkg/sub/helper.py": "from pkg.sub import X\n"})
+    edges = self._package(
+      {
+        "pkg/__init__.py": "",
+        "pkg/sub/__init__.py": "from pkg.sub.m import X\n",
+        "pkg/sub/m.py": "from . import helper\n",
+        "pkg/sub/helper.py": "from pkg.sub import X\n",
+      }
+    )
     self.assertEqual(find_cycles(edges), [["pkg.sub", "pkg.sub.helper", "pkg.sub.m"]])
 
   def test_no_cycle(self):
-    edges = self._package({"pkg/__init__.py": "from pkg import a\n", "pkg/a.py": "from pkg import b\n",
-                           "pkg/b.py": "import os\n"})
+    edges = self._package(
+      {"pkg/__init__.py": "from pkg import a\n", "pkg/a.py": "from pkg import b\n", "pkg/b.py": "import os\n"}
+    )
     self.assertEqual(find_cycles(edges), [])
 
 

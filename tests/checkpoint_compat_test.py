@@ -14,13 +14,13 @@ def _save(test, make_variables):
     variables = make_variables()
     with tf.compat.v1.Session() as sess:
       sess.run(tf.compat.v1.global_variables_initializer())
-      path = tf.compat.v1.train.Saver().save(sess, os.path.join(test.create_tempdir().full_path, "m"),
-                                             write_meta_graph=False)
+      path = tf.compat.v1.train.Saver().save(
+        sess, os.path.join(test.create_tempdir().full_path, "m"), write_meta_graph=False
+      )
     return path, checkpoint_compat.variable_specs(variables)
 
 
 class MismatchesTest(absltest.TestCase):
-
   def test_same_model(self):
     path, specs = _save(self, lambda: [tf.compat.v1.get_variable("w", [3, 5]), tf.compat.v1.get_variable("b", [5])])
     self.assertEqual(specs, {"w": ([3, 5], "float32"), "b": ([5], "float32")})
@@ -28,20 +28,32 @@ class MismatchesTest(absltest.TestCase):
     self.assertEqual(checkpoint_compat.reader_specs(reader), specs)
 
   def test_each_kind_of_difference_is_named(self):
-    path, _ = _save(self, lambda: [tf.compat.v1.get_variable("w", [4, 5]), tf.compat.v1.get_variable("x", [2]),
-                                   tf.compat.v1.get_variable("n", [], dtype=tf.float64)])
+    path, _ = _save(
+      self,
+      lambda: [
+        tf.compat.v1.get_variable("w", [4, 5]),
+        tf.compat.v1.get_variable("x", [2]),
+        tf.compat.v1.get_variable("n", [], dtype=tf.float64),
+      ],
+    )
     expected = {"w": ([3, 5], "float32"), "b": ([5], "float32"), "n": ([], "float32")}
     stored = checkpoint_compat.reader_specs(checkpoint_compat.open_reader(path))
-    self.assertEqual(checkpoint_compat.mismatches(stored, expected), [
+    self.assertEqual(
+      checkpoint_compat.mismatches(stored, expected),
+      [
         "missing variable 'b' (shape [5])",
         "unexpected variable 'x' (shape [2])",
         "variable 'n' has dtype float64 in the checkpoint, the graph expects float32",
         "variable 'w' has shape [4, 5] in the checkpoint, the graph expects [3, 5]",
-    ])
-    self.assertEqual(checkpoint_compat.mismatches(stored, expected, optional=["b"], allow_unexpected=True), [
+      ],
+    )
+    self.assertEqual(
+      checkpoint_compat.mismatches(stored, expected, optional=["b"], allow_unexpected=True),
+      [
         "variable 'n' has dtype float64 in the checkpoint, the graph expects float32",
         "variable 'w' has shape [4, 5] in the checkpoint, the graph expects [3, 5]",
-    ])
+      ],
+    )
     with self.assertRaisesRegex(ValueError, r"checkpoint '.*m' does not match the model: missing variable 'b'"):
       checkpoint_compat.check_checkpoint(path, expected, what="the model")
 

@@ -18,7 +18,6 @@ def _op_types(graph):
 
 
 class DropoutTest(tf.test.TestCase, parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()
@@ -55,7 +54,7 @@ class DropoutTest(tf.test.TestCase, parameterized.TestCase):
       x_np = np.random.RandomState(0).normal(size=[64, 32]).astype(np.float32)
       x = tf.constant(x_np)
       y = rc.dropout(x, 0.5)
-      grad, = tf.gradients(tf.reduce_sum(y), [x])
+      (grad,) = tf.gradients(tf.reduce_sum(y), [x])
       self.assertEmpty(_op_types(graph) & _COND_OPS)
       init = tf.compat.v1.global_variables_initializer()
       graph.finalize()
@@ -142,7 +141,6 @@ class DropoutTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class GraphStateTest(tf.test.TestCase):
-
   def test_global_step_advanced_by_optimizer(self):
     graph = tf.Graph()
     with graph.as_default():
@@ -199,10 +197,13 @@ def _build_control_flow_graph(seed=None):
 
     arrays = [tf.TensorArray(tf.float32, size=4) for _ in range(2)]
     _, acc_a, acc_b = tf.while_loop(lambda i, *_: i < 4, body, [tf.constant(0)] + arrays)
-    fetches = {"loop_a": acc_a.stack(), "loop_b": acc_b.stack(),
-               "cond": tf.cond(tf.constant(True), lambda: rc.dropout(x, 0.5), lambda: x),
-               "map_fn": tf.map_fn(lambda row: rc.dropout(row, 0.5), tf.ones([3, 64])),
-               "plain": rc.dropout(x, 0.5)}
+    fetches = {
+      "loop_a": acc_a.stack(),
+      "loop_b": acc_b.stack(),
+      "cond": tf.cond(tf.constant(True), lambda: rc.dropout(x, 0.5), lambda: x),
+      "map_fn": tf.map_fn(lambda row: rc.dropout(row, 0.5), tf.ones([3, 64])),
+      "plain": rc.dropout(x, 0.5),
+    }
     init = tf.compat.v1.global_variables_initializer()
   return graph, gs, fetches, init
 
@@ -297,7 +298,8 @@ def _build_rnn(dropout_in_loop=True):
     ctx.mark_as_loss(tf.reduce_sum(tf.square(h - 0.5), axis=-1), "mse", dims=[rc.batch_dim])
     loss = ctx.losses["mse"].get_summed_loss().raw_tensor
     train_op = tf.compat.v1.train.GradientDescentOptimizer(0.05).minimize(
-        ctx.total_loss().raw_tensor, global_step=gs.step_var)
+      ctx.total_loss().raw_tensor, global_step=gs.step_var
+    )
     saver = tf.compat.v1.train.Saver()
     init = tf.compat.v1.global_variables_initializer()
   return graph, gs, loss, train_op, saver, init
@@ -374,7 +376,6 @@ class EvalRunDoesNotChangeMasksTest(tf.test.TestCase):
 
 
 class DropoutValidationTest(tf.test.TestCase, parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()

@@ -11,7 +11,7 @@ from absl.testing import absltest, parameterized
 import returnn_rc as rc
 from returnn_rc import graph_module
 
-DATACLASS_MODULE = '''
+DATACLASS_MODULE = """
 from __future__ import annotations
 
 import dataclasses
@@ -42,11 +42,10 @@ def train_step(*, model, extern_data):
 
 def forward_step(*, model, extern_data):
   pass
-'''
+"""
 
 
 class LoadFromPathTest(absltest.TestCase):
-
   def test_dataclass_with_future_annotations(self):
     """Loaded from a .py path, the module is in sys.modules while it runs: a @dataclass under
     ``from __future__ import annotations`` resolves its string annotations through it."""
@@ -91,12 +90,12 @@ class _Module:
 
 
 def _template(name="x", feat=4):
-  return rc.TensorDict({name: rc.Tensor(name, [rc.batch_dim, rc.Dim(None, name="t"), rc.Dim(feat, name="f")],
-                                        "float32")})
+  return rc.TensorDict(
+    {name: rc.Tensor(name, [rc.batch_dim, rc.Dim(None, name="t"), rc.Dim(feat, name="f")], "float32")}
+  )
 
 
 class TemplateAndDataTest(tf.test.TestCase, parameterized.TestCase):
-
   @parameterized.parameters("in put", "x:y", "a/b", "1x")
   def test_extern_data_names(self, name):
     with self.assertRaisesRegex(ValueError, f"extern-data input name {name!r} is not a valid signature key"):
@@ -121,11 +120,17 @@ class TemplateAndDataTest(tf.test.TestCase, parameterized.TestCase):
     np.testing.assert_array_equal(batch["x"][0, 2], np.zeros([4]))
 
   @parameterized.named_parameters(
-      ("missing_input", [{"y": np.ones([2, 4])}], r"sequence 0 lacks input\(s\) \['x'\]"),
-      ("wrong_rank", [{"x": np.ones([2, 4])}, {"x": np.ones([4])}],
-       r"input 'x': sequence 1 has rank 1 \(shape \(4,\)\), expected rank 2"),
-      ("wrong_static_size", [{"x": np.ones([2, 5])}],
-       r"input 'x': sequence 0 has size 5 at axis 1 \(shape \(2, 5\)\), expected the static size 4"),
+    ("missing_input", [{"y": np.ones([2, 4])}], r"sequence 0 lacks input\(s\) \['x'\]"),
+    (
+      "wrong_rank",
+      [{"x": np.ones([2, 4])}, {"x": np.ones([4])}],
+      r"input 'x': sequence 1 has rank 1 \(shape \(4,\)\), expected rank 2",
+    ),
+    (
+      "wrong_static_size",
+      [{"x": np.ones([2, 5])}],
+      r"input 'x': sequence 0 has size 5 at axis 1 \(shape \(2, 5\)\), expected the static size 4",
+    ),
   )
   def test_pad_batch_errors(self, seqs, regex):
     with self.assertRaisesRegex(ValueError, regex):

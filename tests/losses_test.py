@@ -11,11 +11,10 @@ _RNG = np.random.RandomState(42)
 
 def _np_valid(x_btf, lens):
   """x [B,T,...] → the valid frames [N,...] (numpy reference)."""
-  return np.concatenate([x_btf[b, :l] for b, l in enumerate(lens)], axis=0)
+  return np.concatenate([x_btf[b, :n] for b, n in enumerate(lens)], axis=0)
 
 
 class LossNumbersTest(tf.test.TestCase, parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()
@@ -25,27 +24,40 @@ class LossNumbersTest(tf.test.TestCase, parameterized.TestCase):
     ctx = rc.init_train_step_run_ctx()
     t = rc.Dim(tf.constant(lens, kwargs.pop("lens_dtype", tf.int32)), name="time")
     f = rc.Dim(x.shape[-1], name="f") if dims_kind == "BTF" else None
-    dims = {"BT": [rc.batch_dim, t], "BTF": [rc.batch_dim, t, f], "TB": [t, rc.batch_dim],
-            "B": [rc.batch_dim], "scalar": []}[dims_kind]
+    dims = {
+      "BT": [rc.batch_dim, t],
+      "BTF": [rc.batch_dim, t, f],
+      "TB": [t, rc.batch_dim],
+      "B": [rc.batch_dim],
+      "scalar": [],
+    }[dims_kind]
     ctx.mark_as_loss(tf.constant(x), "l", dims=dims, **kwargs)
     loss = ctx.losses["l"]
-    fetches = [loss.get_summed_loss().raw_tensor, loss.get_inv_norm_factor().raw_tensor,
-               loss.get_mean_loss().raw_tensor, loss.get_scaled_reduced_loss().raw_tensor]
+    fetches = [
+      loss.get_summed_loss().raw_tensor,
+      loss.get_inv_norm_factor().raw_tensor,
+      loss.get_mean_loss().raw_tensor,
+      loss.get_scaled_reduced_loss().raw_tensor,
+    ]
     return ctx, fetches
 
   @parameterized.product(
-      dims_kind=["BT", "BTF", "TB"], use_flatten_frames=[True, False], dtype=[np.float32, np.float64, np.float16],
-      lens_dtype=[tf.int32, tf.int64])
+    dims_kind=["BT", "BTF", "TB"],
+    use_flatten_frames=[True, False],
+    dtype=[np.float32, np.float64, np.float16],
+    lens_dtype=[tf.int32, tf.int64],
+  )
   def test_frame_losses(self, dims_kind, use_flatten_frames, dtype, lens_dtype):
     lens = [3, 5, 1, 0]
     shape = [4, 5, 2] if dims_kind == "BTF" else [4, 5]
     x_btf = _RNG.uniform(0, 1, shape).astype(dtype)
-    for b, l in enumerate(lens):
-      x_btf[b, l:] = np.nan  # padding must never reach the loss
+    for b, n in enumerate(lens):
+      x_btf[b, n:] = np.nan  # padding must never reach the loss
     x = x_btf.T if dims_kind == "TB" else x_btf
     with tf.Graph().as_default():
-      _, fetches = self._build(x, lens, dims_kind, use_flatten_frames=use_flatten_frames, scale=0.5,
-                               lens_dtype=lens_dtype)
+      _, fetches = self._build(
+        x, lens, dims_kind, use_flatten_frames=use_flatten_frames, scale=0.5, lens_dtype=lens_dtype
+      )
       with self.cached_session() as sess:
         summed, inv_norm, mean, scaled = sess.run(fetches)
     valid = _np_valid(x_btf.astype(np.float64), lens)
@@ -65,10 +77,9 @@ class LossNumbersTest(tf.test.TestCase, parameterized.TestCase):
       ctx = rc.init_train_step_run_ctx()
       t = rc.Dim(tf.constant(lens), name="time")
       # The gradient w.r.t. the marked loss itself must be 0 (not NaN) in the padded frames.
-      ctx.mark_as_loss(x, "l", dims=[rc.batch_dim, t, rc.Dim(3, name="f")],
-                       use_flatten_frames=use_flatten_frames)
+      ctx.mark_as_loss(x, "l", dims=[rc.batch_dim, t, rc.Dim(3, name="f")], use_flatten_frames=use_flatten_frames)
       total = ctx.total_loss().raw_tensor
-      grad, = tf.gradients(total, [x])
+      (grad,) = tf.gradients(total, [x])
       with self.cached_session() as sess:
         total_v, grad_v = sess.run([total, grad])
     mask = np.zeros([2, 4, 1], bool)
@@ -91,8 +102,9 @@ class LossNumbersTest(tf.test.TestCase, parameterized.TestCase):
     x = np.array([1.0, 2.0, 4.0], np.float32)
     with tf.Graph().as_default():
       # Any shape as an rc.Tensor with static dims (a raw [2,2] would be ambiguous for a [B] loss).
-      factor = rc.Tensor("n", [rc.Dim(2, name="n1"), rc.Dim(2, name="n2")], "int32",
-                         raw_tensor=tf.constant([[2, 3], [5, 0]]))
+      factor = rc.Tensor(
+        "n", [rc.Dim(2, name="n1"), rc.Dim(2, name="n2")], "int32", raw_tensor=tf.constant([[2, 3], [5, 0]])
+      )
       _, fetches = self._build(x, [1, 1, 1], "B", custom_inv_norm_factor=factor, use_normalized_loss=True, scale=2.0)
       with self.cached_session() as sess:
         summed, inv_norm, mean, scaled = sess.run(fetches)
@@ -126,7 +138,7 @@ class LossNumbersTest(tf.test.TestCase, parameterized.TestCase):
       ctx = rc.init_train_step_run_ctx()
       t = rc.Dim(tf.constant([1, 2]), name="t")
       frame = tf.constant([[1.0, 9.0], [2.0, 3.0]])
-      ctx.mark_as_loss(frame, "ce", dims=[rc.batch_dim, t])                          # summed 6
+      ctx.mark_as_loss(frame, "ce", dims=[rc.batch_dim, t])  # summed 6
       ctx.mark_as_loss(frame, "ce_norm", dims=[rc.batch_dim, t], use_normalized_loss=True, scale=3.0)  # 2*3
       ctx.mark_as_loss(tf.constant(100.0), "err", as_error=True)
       ctx.mark_as_loss(tf.constant(1000.0), "unused", scale=0.0)
@@ -142,7 +154,6 @@ class LossNumbersTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class EpochAccumulatorTest(absltest.TestCase):
-
   def test_exact_sum_over_sum(self):
     acc = rc.EpochAccumulator()
     per_batch = acc.add({"ce": (6.0, 3.0), "err": (1.0, 3.0)})
@@ -183,11 +194,19 @@ class CustomInvNormTest(tf.test.TestCase, parameterized.TestCase):
     time = rc.Dim(tf.constant(self.LENS), name="time")
     if loss_np is None:
       loss_np = np.where(_np_mask(self.LENS, self.T), 1.0, np.nan).astype(np.float32)
-    ctx.mark_as_loss(tf.constant(loss_np), "ce", dims=[rc.batch_dim, time], use_flatten_frames=use_flatten_frames,
-                     custom_inv_norm_factor=factor_fn(time))
+    ctx.mark_as_loss(
+      tf.constant(loss_np),
+      "ce",
+      dims=[rc.batch_dim, time],
+      use_flatten_frames=use_flatten_frames,
+      custom_inv_norm_factor=factor_fn(time),
+    )
     loss = ctx.losses["ce"]
-    return ctx, [loss.get_summed_loss().raw_tensor, loss.get_inv_norm_factor().raw_tensor,
-                 loss.get_mean_loss().raw_tensor]
+    return ctx, [
+      loss.get_summed_loss().raw_tensor,
+      loss.get_inv_norm_factor().raw_tensor,
+      loss.get_mean_loss().raw_tensor,
+    ]
 
   def _run(self, fetches, feed=None):
     with self.cached_session() as sess:
@@ -197,8 +216,10 @@ class CustomInvNormTest(tf.test.TestCase, parameterized.TestCase):
   def test_bt_factor_with_garbage_padding_counts_valid_frames(self, use_flatten_frames):
     """The issue's example: ones everywhere (also in the padding): 7 valid frames, not 63 entries."""
     with tf.Graph().as_default():
-      _, fetches = self._mark(lambda time: rc.Tensor("n", [rc.batch_dim, time], "float32",
-                                                     raw_tensor=tf.ones([3, self.T])), use_flatten_frames)
+      _, fetches = self._mark(
+        lambda time: rc.Tensor("n", [rc.batch_dim, time], "float32", raw_tensor=tf.ones([3, self.T])),
+        use_flatten_frames,
+      )
       summed, inv_norm, mean = self._run(fetches)
     self.assertEqual(inv_norm, 7.0)  # RETURNN: sum over the valid frames
     self.assertEqual(summed, 7.0)
@@ -232,8 +253,13 @@ class CustomInvNormTest(tf.test.TestCase, parameterized.TestCase):
     factor_np = np.array([2.0, 3.0, 5.0], np.float32)
     with tf.Graph().as_default():
       _, fetches = self._mark(
-          lambda time: rc.Tensor("n", [rc.batch_dim], "float32", raw_tensor=tf.constant(factor_np)) if kind == "rc"
-          else tf.constant(factor_np), True)
+        lambda time: (
+          rc.Tensor("n", [rc.batch_dim], "float32", raw_tensor=tf.constant(factor_np))
+          if kind == "rc"
+          else tf.constant(factor_np)
+        ),
+        True,
+      )
       summed, inv_norm, mean = self._run(fetches)
     self.assertEqual((summed, inv_norm), (7.0, 10.0))
     self.assertAllClose(mean, 0.7)
@@ -241,8 +267,9 @@ class CustomInvNormTest(tf.test.TestCase, parameterized.TestCase):
   def test_epoch_figure_uses_masked_factor(self):
     """Per batch and per epoch: Σ summed / Σ masked factor (what LR control sees)."""
     with tf.Graph().as_default():
-      ctx, _ = self._mark(lambda time: rc.Tensor("n", [rc.batch_dim, time], "float32",
-                                                 raw_tensor=tf.fill([3, self.T], 2.0)), True)
+      ctx, _ = self._mark(
+        lambda time: rc.Tensor("n", [rc.batch_dim, time], "float32", raw_tensor=tf.fill([3, self.T], 2.0)), True
+      )
       report = rc.report_fetches(ctx.losses)
       fetched = self._run(report)
     acc = rc.EpochAccumulator()
@@ -283,8 +310,9 @@ class CustomInvNormTest(tf.test.TestCase, parameterized.TestCase):
       _, fetches = self._mark(lambda time: rc.Tensor("n", [rc.batch_dim, time], "float32", raw_tensor=n), True)
       values = np.ones([3, self.T], np.float32)
       values[2, 3] = bad  # a valid frame (length 4)
-      with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
-                                  "custom_inv_norm_factor of loss ce must be finite and >= 0"):
+      with self.assertRaisesRegex(
+        tf.errors.InvalidArgumentError, "custom_inv_norm_factor of loss ce must be finite and >= 0"
+      ):
         self._run(fetches, {n: values})
       values[2, 3], values[2, 4] = 1.0, bad  # padding: ignored
       self.assertEqual(self._run(fetches[1], {n: values}), 7.0)
@@ -343,8 +371,11 @@ class MaskedPathBatchMismatchTest(tf.test.TestCase, parameterized.TestCase):
       ctx = rc.init_train_step_run_ctx()
       time = rc.Dim(tf.constant([2]), name="time")
       ctx.mark_as_loss(tf.ones([3, 2]), "ce", dims=[rc.batch_dim, time], use_flatten_frames=False)
-      with self.assertRaisesRegex(ValueError, r"the sizes of dim time have batch size 1, but the tensor has batch "
-                                              r"size 3"):
+      with self.assertRaisesRegex(
+        ValueError,
+        r"the sizes of dim time have batch size 1, but the tensor has batch "
+        r"size 3",
+      ):
         ctx.losses["ce"].get_summed_loss()
 
   @parameterized.parameters(1, 2, 4)
@@ -358,23 +389,23 @@ class MaskedPathBatchMismatchTest(tf.test.TestCase, parameterized.TestCase):
       with self.cached_session() as sess:
         feed = {x: np.ones([3, 2], np.float32)}
         self.assertEqual(sess.run(summed, {**feed, lens: [1, 2, 2]}), 5.0)
-        with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
-                                    "batch size mismatch: the sizes of dim time do not have the batch size"):
+        with self.assertRaisesRegex(
+          tf.errors.InvalidArgumentError, "batch size mismatch: the sizes of dim time do not have the batch size"
+        ):
           sess.run(summed, {**feed, lens: [2] * num_sizes})  # 1: was broadcast to all 3 sequences (6.0)
 
 
 class LossOptionsTest(tf.test.TestCase, parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()
 
   @parameterized.named_parameters(
-      ("nan_scale", dict(scale=float("nan")), ValueError, "scale must be finite, got nan"),
-      ("inf_scale", dict(scale=float("inf")), ValueError, "scale must be finite, got inf"),
-      ("str_as_error", dict(as_error="False"), TypeError, "as_error must be a bool, got str"),
-      ("int_normalized", dict(use_normalized_loss=1), TypeError, "use_normalized_loss must be a bool, got int"),
-      ("none_flatten", dict(use_flatten_frames=None), TypeError, "use_flatten_frames must be a bool"),
+    ("nan_scale", dict(scale=float("nan")), ValueError, "scale must be finite, got nan"),
+    ("inf_scale", dict(scale=float("inf")), ValueError, "scale must be finite, got inf"),
+    ("str_as_error", dict(as_error="False"), TypeError, "as_error must be a bool, got str"),
+    ("int_normalized", dict(use_normalized_loss=1), TypeError, "use_normalized_loss must be a bool, got int"),
+    ("none_flatten", dict(use_flatten_frames=None), TypeError, "use_flatten_frames must be a bool"),
   )
   def test_bad_options(self, kwargs, exc, regex):
     with tf.Graph().as_default() as graph:

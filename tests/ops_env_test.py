@@ -19,7 +19,6 @@ def _op_types_of_flatten():
 
 
 class FallbackEnvTest(parameterized.TestCase):
-
   @parameterized.parameters("0", "false", "False", "no", "off", "OFF", "", " 0 ")
   def test_off(self, value):
     with mock.patch.dict(os.environ, {_loader.ENV_FALLBACK: value}):

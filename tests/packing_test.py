@@ -12,9 +12,9 @@ import os
 import re
 from unittest import mock
 
-from absl.testing import absltest, parameterized
 import numpy as np
 import tensorflow as tf
+from absl.testing import absltest, parameterized
 
 import returnn_rc as rc
 from returnn_rc import nn as rc_nn
@@ -22,8 +22,12 @@ from tests.conformance import goldens
 
 F, V = 6, 5
 RNG = np.random.default_rng(0)
-WEIGHTS = {"w": RNG.normal(size=[F, V]).astype(np.float32), "b": RNG.normal(size=[V]).astype(np.float32),
-           "w2": RNG.normal(size=[F, F]).astype(np.float32), "emb": RNG.normal(size=[V, F]).astype(np.float32)}
+WEIGHTS = {
+  "w": RNG.normal(size=[F, V]).astype(np.float32),
+  "b": RNG.normal(size=[V]).astype(np.float32),
+  "w2": RNG.normal(size=[F, F]).astype(np.float32),
+  "emb": RNG.normal(size=[V, F]).astype(np.float32),
+}
 LENS = np.array([5, 2, 0, 4], np.int32)
 X = RNG.normal(size=[4, 5, F]).astype(np.float32)
 LABELS = RNG.integers(0, V, size=[4, 5]).astype(np.int32)
@@ -53,38 +57,89 @@ def _smooth(labels):
 
 # name -> (loss fn(x, labels, w) -> [B,T], op types that must be rebuilt, NaN padding allowed)
 CASES = {
-    "reshape_matmul_sparse_ce": (_sparse_ce, {"MatMul", "SparseSoftmaxCrossEntropyWithLogits"}, True),
-    "tensordot_bias_add": (lambda x, y, w: tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=y, logits=tf.nn.bias_add(tf.tensordot(x, w["w"], [[2], [0]]), w["b"])), {"MatMul", "BiasAdd"}, True),
-    "einsum_log_softmax_one_hot": (lambda x, y, w: -tf.reduce_sum(
-        tf.one_hot(y, V) * tf.nn.log_softmax(tf.einsum("btf,fv->btv", x, w["w"])), -1),
-                                   {"Einsum", "LogSoftmax", "OneHot", "Sum"}, True),
-    "batch_matmul_softmax": (lambda x, y, w: tf.reduce_sum(tf.nn.softmax(tf.matmul(x, w["w"])) ** 2, -1),
-                             {"BatchMatMulV2", "Softmax"}, True),
-    "dense_ce_v2": (lambda x, y, w: tf.nn.softmax_cross_entropy_with_logits(
-        labels=_smooth(y), logits=tf.matmul(x, w["w"])), {"SoftmaxCrossEntropyWithLogits"}, True),
-    "dense_ce_v1": (lambda x, y, w: tf.compat.v1.nn.softmax_cross_entropy_with_logits(
-        labels=_smooth(y), logits=tf.matmul(x, w["w"])), {"SoftmaxCrossEntropyWithLogits", "StopGradient"}, True),
-    "argmax_not_equal_cast": (lambda x, y, w: tf.cast(tf.not_equal(tf.argmax(
-        _logits(x, w), -1, output_type=tf.int32), y), tf.float32) + tf.reduce_sum(_logits(x, w), -1),
-                              {"ArgMax", "NotEqual", "Cast"}, True),
-    "sparse_ce_v1": (lambda x, y, w: tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=y, logits=_logits(x, w)), {"MatMul", "SparseSoftmaxCrossEntropyWithLogits"}, True),
-    "embedding_lookup_variable": (lambda x, y, w: tf.reduce_sum(tf.nn.embedding_lookup(
-        tf.compat.v1.get_variable("emb_var", initializer=WEIGHTS["emb"]), y) * x, -1), {"ResourceGather"}, True),
-    "embedding_lookup": (lambda x, y, w: tf.reduce_sum(tf.tanh(tf.nn.embedding_lookup(w["emb"], y) + x) ** 2, -1),
-                         {"GatherV2", "Tanh"}, True),
-    "concat_transpose_expand_squeeze": (lambda x, y, w: tf.reduce_logsumexp(tf.squeeze(tf.transpose(
-        tf.expand_dims(tf.concat([x, tf.square(x)], -1), -1), [0, 1, 3, 2]), [2]), -1),
-                                        {"ConcatV2", "Transpose", "ExpandDims", "Squeeze"}, True),
-    "select_add_n_clip": (lambda x, y, w: tf.reduce_max(tf.add_n([tf.where(x > 0, x, -x), x, tf.clip_by_value(
-        x, -0.5, 0.5)]), -1), {"SelectV2", "AddN", "Minimum", "Maximum", "Max"}, True),
-    "layer_norm": (lambda x, y, w: tf.reduce_sum(tf.nn.relu(tf.matmul(_layer_norm(x), w["w2"])), -1),
-                   {"Mean", "Rsqrt", "BatchMatMulV2", "Relu"}, True),
-    # broadcast operands: [B,1,F] (a mean over time: computed unpacked), [1,T,1], [T,1]
-    "broadcast_operands": (lambda x, y, w: tf.reduce_sum(tf.nn.relu(
-        tf.matmul(x, w["w2"]) * tf.reduce_mean(x, axis=1, keepdims=True) + _pos(x)[None, :, None]
-        + _pos(x)[:, None] * 0.5), -1), {"BatchMatMulV2", "Relu", "AddV2", "Mul"}, False),
+  "reshape_matmul_sparse_ce": (_sparse_ce, {"MatMul", "SparseSoftmaxCrossEntropyWithLogits"}, True),
+  "tensordot_bias_add": (
+    lambda x, y, w: tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=y, logits=tf.nn.bias_add(tf.tensordot(x, w["w"], [[2], [0]]), w["b"])
+    ),
+    {"MatMul", "BiasAdd"},
+    True,
+  ),
+  "einsum_log_softmax_one_hot": (
+    lambda x, y, w: -tf.reduce_sum(tf.one_hot(y, V) * tf.nn.log_softmax(tf.einsum("btf,fv->btv", x, w["w"])), -1),
+    {"Einsum", "LogSoftmax", "OneHot", "Sum"},
+    True,
+  ),
+  "batch_matmul_softmax": (
+    lambda x, y, w: tf.reduce_sum(tf.nn.softmax(tf.matmul(x, w["w"])) ** 2, -1),
+    {"BatchMatMulV2", "Softmax"},
+    True,
+  ),
+  "dense_ce_v2": (
+    lambda x, y, w: tf.nn.softmax_cross_entropy_with_logits(labels=_smooth(y), logits=tf.matmul(x, w["w"])),
+    {"SoftmaxCrossEntropyWithLogits"},
+    True,
+  ),
+  "dense_ce_v1": (
+    lambda x, y, w: tf.compat.v1.nn.softmax_cross_entropy_with_logits(labels=_smooth(y), logits=tf.matmul(x, w["w"])),
+    {"SoftmaxCrossEntropyWithLogits", "StopGradient"},
+    True,
+  ),
+  "argmax_not_equal_cast": (
+    lambda x, y, w: (
+      tf.cast(tf.not_equal(tf.argmax(_logits(x, w), -1, output_type=tf.int32), y), tf.float32)
+      + tf.reduce_sum(_logits(x, w), -1)
+    ),
+    {"ArgMax", "NotEqual", "Cast"},
+    True,
+  ),
+  "sparse_ce_v1": (
+    lambda x, y, w: tf.compat.v1.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=_logits(x, w)),
+    {"MatMul", "SparseSoftmaxCrossEntropyWithLogits"},
+    True,
+  ),
+  "embedding_lookup_variable": (
+    lambda x, y, w: tf.reduce_sum(
+      tf.nn.embedding_lookup(tf.compat.v1.get_variable("emb_var", initializer=WEIGHTS["emb"]), y) * x, -1
+    ),
+    {"ResourceGather"},
+    True,
+  ),
+  "embedding_lookup": (
+    lambda x, y, w: tf.reduce_sum(tf.tanh(tf.nn.embedding_lookup(w["emb"], y) + x) ** 2, -1),
+    {"GatherV2", "Tanh"},
+    True,
+  ),
+  "concat_transpose_expand_squeeze": (
+    lambda x, y, w: tf.reduce_logsumexp(
+      tf.squeeze(tf.transpose(tf.expand_dims(tf.concat([x, tf.square(x)], -1), -1), [0, 1, 3, 2]), [2]), -1
+    ),
+    {"ConcatV2", "Transpose", "ExpandDims", "Squeeze"},
+    True,
+  ),
+  "select_add_n_clip": (
+    lambda x, y, w: tf.reduce_max(tf.add_n([tf.where(x > 0, x, -x), x, tf.clip_by_value(x, -0.5, 0.5)]), -1),
+    {"SelectV2", "AddN", "Minimum", "Maximum", "Max"},
+    True,
+  ),
+  "layer_norm": (
+    lambda x, y, w: tf.reduce_sum(tf.nn.relu(tf.matmul(_layer_norm(x), w["w2"])), -1),
+    {"Mean", "Rsqrt", "BatchMatMulV2", "Relu"},
+    True,
+  ),
+  # broadcast operands: [B,1,F] (a mean over time: computed unpacked), [1,T,1], [T,1]
+  "broadcast_operands": (
+    lambda x, y, w: tf.reduce_sum(
+      tf.nn.relu(
+        tf.matmul(x, w["w2"]) * tf.reduce_mean(x, axis=1, keepdims=True)
+        + _pos(x)[None, :, None]
+        + _pos(x)[:, None] * 0.5
+      ),
+      -1,
+    ),
+    {"BatchMatMulV2", "Relu", "AddV2", "Mul"},
+    False,
+  ),
 }
 
 
@@ -98,8 +153,9 @@ def _pos(x):
   return tf.sin(tf.cast(tf.range(tf.shape(x)[1]), tf.float32))  # [T]
 
 
-def run(loss_fn, *, pack, x=X, labels=LABELS, lens=LENS, train=True, extra=None, seed_stateless=None,
-        python_step=False):
+def run(
+  loss_fn, *, pack, x=X, labels=LABELS, lens=LENS, train=True, extra=None, seed_stateless=None, python_step=False
+):
   """Builds ``loss_fn`` as a marked ``[B,T]`` loss with the rewrite on or off; returns the fetched
   summed loss, inv norm, gradients w.r.t. x and the weights, report, op types and ``extra`` fetches."""
   graph = tf.Graph()
@@ -128,13 +184,17 @@ def run(loss_fn, *, pack, x=X, labels=LABELS, lens=LENS, train=True, extra=None,
         rc.reset_run_ctx()
     variables = tf.compat.v1.global_variables()
     grads = tf.gradients(summed, [x_ph] + list(w.values()) + variables)
-    grads = {k: tf.convert_to_tensor(g) for k, g in zip(["x"] + list(w) + [v.op.name for v in variables], grads)
-             if g is not None}
+    grads = {
+      k: tf.convert_to_tensor(g)
+      for k, g in zip(["x"] + list(w) + [v.op.name for v in variables], grads)
+      if g is not None
+    }
     init = tf.compat.v1.global_variables_initializer()
   with tf.compat.v1.Session(graph=graph) as sess:
     sess.run(init)
-    out = sess.run({"summed": summed, "inv": inv, "grads": grads, "extra": extra_fetches},
-                   {x_ph: x, l_ph: labels, lens_ph: lens})
+    out = sess.run(
+      {"summed": summed, "inv": inv, "grads": grads, "extra": extra_fetches}, {x_ph: x, l_ph: labels, lens_ph: lens}
+    )
   out["report"], out["packed_ops"] = rep, listed
   out["types"] = {graph.get_operation_by_name(n).type for n in rep.packed_ops}
   out["graph"] = graph
@@ -142,14 +202,18 @@ def run(loss_fn, *, pack, x=X, labels=LABELS, lens=LENS, train=True, extra=None,
 
 
 class PackingTest(tf.test.TestCase, parameterized.TestCase):
-
   def assert_same(self, got, want, what=""):
     np.testing.assert_allclose(got["summed"], want["summed"], rtol=1e-5, err_msg=what)
     np.testing.assert_allclose(got["inv"], want["inv"], rtol=1e-6, err_msg=what)
     self.assertEqual(set(got["grads"]), set(want["grads"]))
     for k, g in want["grads"].items():
-      np.testing.assert_allclose(got["grads"][k], g, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(g).max(initial=0.0)),
-                                 err_msg=f"{what}: gradient w.r.t. {k}")
+      np.testing.assert_allclose(
+        got["grads"][k],
+        g,
+        rtol=1e-5,
+        atol=1e-5 * max(1.0, np.abs(g).max(initial=0.0)),
+        err_msg=f"{what}: gradient w.r.t. {k}",
+      )
 
   @parameterized.named_parameters(*[(name, name) for name in CASES])
   def test_chain_same_values_and_gradients(self, name):
@@ -170,8 +234,10 @@ class PackingTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_empty_batch_and_all_empty_sequences(self):
     for x, labels, lens in ((X[:0], LABELS[:0], LENS[:0]), (X, LABELS, np.zeros_like(LENS))):
-      got, want = run(_sparse_ce, pack=True, x=x, labels=labels, lens=lens), run(
-          _sparse_ce, pack=False, x=x, labels=labels, lens=lens)
+      got, want = (
+        run(_sparse_ce, pack=True, x=x, labels=labels, lens=lens),
+        run(_sparse_ce, pack=False, x=x, labels=labels, lens=lens),
+      )
       self.assert_same(got, want)
       self.assertEqual(float(got["summed"]), 0.0)
       self.assertTrue(got["report"].rewritten)
@@ -253,6 +319,7 @@ class PackingTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_shared_producer_packed_once(self):
     """ce and fer from the same logits: one projection on packed rows, one flatten per input."""
+
     def build(pack):
       graph = tf.Graph()
       with graph.as_default(), rc.packing.enabled(pack):
@@ -394,18 +461,21 @@ class GoldensPackedTest(parameterized.TestCase):
         else:
           built.set_weights(sess, weights)
         batch = built.pad(goldens.data(name, num_seqs=6))
-        results[on] = sess.run({"report": built.report, "grads": built.grads, "total": built.total_loss},
-                               built.feed(batch, train=True))
+        results[on] = sess.run(
+          {"report": built.report, "grads": built.grads, "total": built.total_loss}, built.feed(batch, train=True)
+        )
     for loss, (summed, inv) in results[False]["report"].items():
       np.testing.assert_allclose(results[True]["report"][loss][0], summed, rtol=1e-5, err_msg=f"{name} {loss}")
       np.testing.assert_allclose(results[True]["report"][loss][1], inv, rtol=1e-6, err_msg=f"{name} {loss}")
     for var, grad in results[False]["grads"].items():
-      np.testing.assert_allclose(results[True]["grads"][var], grad, rtol=1e-5,
-                                 atol=1e-5 * max(1e-3, np.abs(grad).max()), err_msg=f"{name} {var}")
+      np.testing.assert_allclose(
+        results[True]["grads"][var], grad, rtol=1e-5, atol=1e-5 * max(1e-3, np.abs(grad).max()), err_msg=f"{name} {var}"
+      )
     # Every [B,T,...] loss was rewritten, and with the switch off none was ([B] and time-major [T,B] losses
     # are not rewritten: their values are packed or masked as before).
-    frame_losses = [k for k, loss in built.train_graph.losses.items()
-                    if rc.packing.loss.frame_loss_dims(loss.loss) is None]
+    frame_losses = [
+      k for k, loss in built.train_graph.losses.items() if rc.packing.loss.frame_loss_dims(loss.loss) is None
+    ]
     self.assertEqual(bool(frame_losses), name not in ("seq_classifier", "ctc_acoustic"), msg=f"{name}: {frame_losses}")
     for loss in frame_losses:
       self.assertTrue(reports[True][loss].rewritten, msg=f"{name} {loss}: {reports[True][loss]}")
@@ -462,8 +532,7 @@ class ExplicitPackTest(tf.test.TestCase):
         self.assertEqual(unpacked.dims, (rc.batch_dim, time_dim, feat))
         rewritten = rc.packing.report(packed.dims[0].source).rewritten
         with tf.compat.v1.Session() as sess:
-          got = sess.run({"p": packed.raw_tensor, "s": summed, "n": inv, "u": unpacked.raw_tensor},
-                         {x: X, lens: LENS})
+          got = sess.run({"p": packed.raw_tensor, "s": summed, "n": inv, "u": unpacked.raw_tensor}, {x: X, lens: LENS})
       np.testing.assert_allclose(got["p"], h_np[valid], rtol=1e-5, err_msg=order)
       np.testing.assert_allclose(got["s"], h_np[valid].sum(), rtol=1e-5, err_msg=order)
       self.assertEqual(got["n"], LENS.sum() * F)

@@ -19,7 +19,6 @@ def other_func():
 
 
 class StageTest(absltest.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()
@@ -82,7 +81,6 @@ class StageTest(absltest.TestCase):
 
 
 class TrainFlagTest(tf.test.TestCase, parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()
@@ -111,7 +109,6 @@ class TrainFlagTest(tf.test.TestCase, parameterized.TestCase):
     ctx = rc.init_train_step_run_ctx()
 
     class Module:
-
       def call(self):
         return None
 
@@ -171,7 +168,6 @@ class TrainFlagTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class MarkAsLossTest(tf.test.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()
@@ -212,8 +208,10 @@ class MarkAsLossTest(tf.test.TestCase):
       ctx.mark_as_loss(tf.constant([1, 2]), "err", dims=[rc.batch_dim], as_error=True, scale=0.5)
       loss = ctx.losses["err"]
       self.assertIsInstance(loss, rc.Loss)
-      self.assertEqual((loss.name, loss.scale, loss.as_error, loss.use_normalized_loss, loss.use_flatten_frames),
-                       ("err", 0.5, True, False, True))
+      self.assertEqual(
+        (loss.name, loss.scale, loss.as_error, loss.use_normalized_loss, loss.use_flatten_frames),
+        ("err", 0.5, True, False, True),
+      )
       self.assertEqual(loss.loss.dtype, "float32")  # int loss is cast
       with self.assertRaisesRegex(TypeError, "scale must be a Python float"):
         ctx.mark_as_loss(tf.constant(1.0), "x", scale="1")
@@ -233,7 +231,6 @@ class MarkAsLossTest(tf.test.TestCase):
 
 
 class MarkAsOutputTest(tf.test.TestCase, parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()
@@ -295,8 +292,9 @@ class MarkAsOutputTest(tf.test.TestCase, parameterized.TestCase):
     t = rc.Dim(tf.constant([1, 2]), name="t")
     v = rc.Dim(5, name="v")
     ctx = rc.init_forward_step_run_ctx(expected_outputs=expected)
-    x = rc.Tensor("x", [rc.batch_dim, t, v], raw_dtype.name, raw_tensor=tf.zeros([2, 2, 5], raw_dtype),
-                  sparse_dim=sparse_dim)
+    x = rc.Tensor(
+      "x", [rc.batch_dim, t, v], raw_dtype.name, raw_tensor=tf.zeros([2, 2, 5], raw_dtype), sparse_dim=sparse_dim
+    )
     ctx.mark_as_output(x, "out")
     return ctx
 
@@ -486,8 +484,9 @@ class MarkAsOutputExpectedOrderTest(tf.test.TestCase, parameterized.TestCase):
     with tf.Graph().as_default():
       f, g = rc.Dim(3, name="f"), rc.Dim(3, name="g")
       x = rc.Tensor("x", [rc.batch_dim, f, g], "float32", raw_tensor=tf.zeros([2, 3, 3]))
-      expected = rc.TensorDict({"out": rc.Tensor("out", [rc.batch_dim, rc.Dim(3, name="e1"),
-                                                         rc.Dim(3, name="e2")], "float32")})
+      expected = rc.TensorDict(
+        {"out": rc.Tensor("out", [rc.batch_dim, rc.Dim(3, name="e1"), rc.Dim(3, name="e2")], "float32")}
+      )
       ctx = rc.init_forward_step_run_ctx(expected_outputs=expected)
       with self.assertRaisesRegex(ValueError, r"cannot match expected dim Dim\('e1', 3\).*all fit; pass dims"):
         ctx.mark_as_output(x, "out")
@@ -505,15 +504,15 @@ class MarkAsOutputExpectedOrderTest(tf.test.TestCase, parameterized.TestCase):
   def test_mismatch_still_named(self):
     with tf.Graph().as_default():
       _, _, _, x = self._btf()
-      expected = rc.TensorDict({"out": rc.Tensor("out", [rc.batch_dim, rc.Dim(5, name="f5"),
-                                                         rc.Dim(None, name="t")], "float32")})
+      expected = rc.TensorDict(
+        {"out": rc.Tensor("out", [rc.batch_dim, rc.Dim(5, name="f5"), rc.Dim(None, name="t")], "float32")}
+      )
       ctx = rc.init_forward_step_run_ctx(expected_outputs=expected)
       with self.assertRaisesRegex(ValueError, r"mark_as_output\('out'\): axis 1: .* \(dynamic vs static\)"):
         ctx.mark_as_output(x, "out")
 
 
 class NamesTest(tf.test.TestCase, parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()

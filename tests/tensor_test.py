@@ -8,7 +8,6 @@ import returnn_rc as rc
 
 
 class DimTest(tf.test.TestCase, parameterized.TestCase):
-
   def test_static(self):
     d = rc.Dim(5, name="f")
     self.assertTrue(d.is_static())
@@ -66,7 +65,6 @@ class DimTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class TensorTest(tf.test.TestCase, parameterized.TestCase):
-
   def test_dims_count_mismatch(self):
     with tf.Graph().as_default():
       with self.assertRaisesRegex(ValueError, r"dims mismatch: 2 dims .* rank 3"):
@@ -106,14 +104,13 @@ class TensorTest(tf.test.TestCase, parameterized.TestCase):
       with self.cached_session() as sess:
         self.assertAllEqual(sess.run(y.raw_tensor), np.transpose(np.arange(24).reshape(2, 4, 3), [2, 0, 1]))
 
-  @parameterized.parameters(
-      ("BTF", [0, 1, 2]), ("TBF", [1, 0, 2]), ("FTB", [2, 1, 0]), ("BT", [0, 1]), ("TB", [1, 0]))
+  @parameterized.parameters(("BTF", [0, 1, 2]), ("TBF", [1, 0, 2]), ("FTB", [2, 1, 0]), ("BT", [0, 1]), ("TB", [1, 0]))
   def test_sequence_mask_broadcast(self, order, perm):
     with tf.Graph().as_default():
       t = rc.Dim(tf.constant([2, 4, 0]), name="t")
       f = rc.Dim(2, name="f")
-      dims_btf = [rc.batch_dim, t, f][:len(perm)]
-      shape_btf = [3, 4, 2][:len(perm)]
+      dims_btf = [rc.batch_dim, t, f][: len(perm)]
+      shape_btf = [3, 4, 2][: len(perm)]
       letters = "BTF"
       dims = [dims_btf[letters.index(c)] for c in order]
       shape = [shape_btf[letters.index(c)] for c in order]
@@ -128,7 +125,6 @@ class TensorTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class TensorDictTest(absltest.TestCase):
-
   def test_items_and_errors(self):
     x = rc.Tensor("x", [rc.batch_dim], "float32")
     d = rc.TensorDict({"x": x})
@@ -212,6 +208,7 @@ class DimSizesPerGraphTest(tf.test.TestCase):
   def test_no_graph_kept_alive(self):
     import gc  # pylint: disable=import-outside-toplevel
     import weakref  # pylint: disable=import-outside-toplevel
+
     time = rc.Dim(None, name="time")
     graph = tf.Graph()
     with graph.as_default():
@@ -224,7 +221,6 @@ class DimSizesPerGraphTest(tf.test.TestCase):
 
 
 class TensorNameTest(absltest.TestCase):
-
   def test_bad_name_and_dims(self):
     with self.assertRaisesRegex(TypeError, "Tensor name must be a non-empty str, got NoneType"):
       rc.Tensor(None, [rc.batch_dim], "float32")

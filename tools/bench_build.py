@@ -12,14 +12,15 @@ input pipeline is not included. Median of ``--repeats`` builds, each in a fresh 
 import time
 from typing import List
 
-import bench_common
-import graph_names
 import tensorflow as tf
 from absl import app, flags
-from bench_common import Row
 
 from returnn_rc import graph_module as rc_graph_module
 from returnn_rc.engine.train_graph import TrainGraphConfig, build_train_graph
+
+import bench_common
+import graph_names
+from bench_common import Row
 
 flags.adopt_module_key_flags(bench_common)
 REPEATS = flags.DEFINE_integer("repeats", 3, "Builds per graph module (the median is reported).")
@@ -45,8 +46,13 @@ def measure() -> List[Row]:
       start = time.perf_counter()
       graph = build(module)
       secs.append(time.perf_counter() - start)
-    rows.append(Row(f"5 {name}", f"train graph build of graphs/{name}.py: time, ops",
-                    f"{bench_common.ms(bench_common.median(secs))}, {len(graph.get_operations())} ops"))
+    rows.append(
+      Row(
+        f"5 {name}",
+        f"train graph build of graphs/{name}.py: time, ops",
+        f"{bench_common.ms(bench_common.median(secs))}, {len(graph.get_operations())} ops",
+      )
+    )
   return rows
 
 

@@ -40,10 +40,17 @@ from returnn_rc.engine import data as rc_data  # noqa: E402  pylint: disable=wro
 from returnn_rc.engine.train_graph import TrainGraphConfig, build_train_graph  # noqa: E402  pylint: disable=wrong-import-position
 from returnn_rc.tensor import size_key  # noqa: E402  pylint: disable=wrong-import-position
 
-QUICK = flags.DEFINE_bool("quick", False, "Smoke test in seconds: tiny sizes (a char LM with 16 channels), one round "
-                          "of one step. The numbers are meaningless.")
-ROUNDS = flags.DEFINE_integer("rounds", 7, "Timed rounds per comparison (after one warm-up round). Times are medians "
-                              "of the per-round mean step times; ratios are medians of the per-round ratios.")
+QUICK = flags.DEFINE_bool(
+  "quick",
+  False,
+  "Smoke test in seconds: tiny sizes (a char LM with 16 channels), one round of one step. The numbers are meaningless.",
+)
+ROUNDS = flags.DEFINE_integer(
+  "rounds",
+  7,
+  "Timed rounds per comparison (after one warm-up round). Times are medians "
+  "of the per-round mean step times; ratios are medians of the per-round ratios.",
+)
 SEED = flags.DEFINE_integer("seed", 42, "Graph seed, data order and dropout masks (as EngineConfig.seed).")
 
 
@@ -80,7 +87,7 @@ def interleaved(variants: Dict[str, Callable[[], float]], rounds: int) -> Dict[s
     variants[name]()
   times: Dict[str, List[float]] = {name: [] for name in names}
   for r in range(rounds):
-    for name in names[r % len(names):] + names[:r % len(names)]:
+    for name in names[r % len(names) :] + names[: r % len(names)]:
       times[name].append(variants[name]())
   return times
 
@@ -158,9 +165,12 @@ def char_lm_batches(num: int, batch_size: int, seed: int) -> Batches:
   max_t = max(b["data"].shape[1] for b in got)
   data = np.zeros([num, batch_size, max_t], np.int32)
   for k, b in enumerate(got):
-    data[k, :, :b["data"].shape[1]] = b["data"]
-  return Batches(data=data, lens=np.stack([b[size_key("data", 1)] for b in got]),
-                 max_lens=np.asarray([b["data"].shape[1] for b in got], np.int32))
+    data[k, :, : b["data"].shape[1]] = b["data"]
+  return Batches(
+    data=data,
+    lens=np.stack([b[size_key("data", 1)] for b in got]),
+    max_lens=np.asarray([b["data"].shape[1] for b in got], np.int32),
+  )
 
 
 def batch_iterator(batches: Batches, *, fixed_shape: bool) -> Tuple[tf.Operation, Dict[str, tf.Tensor]]:
@@ -201,8 +211,9 @@ class TrainStep(NamedTuple):
   graph: tf.Graph
 
 
-def build_char_lm_step(batches: Batches, *, flag: str, seed: int, xla: bool = False,
-                       fixed_shape: bool = False) -> TrainStep:
+def build_char_lm_step(
+  batches: Batches, *, flag: str, seed: int, xla: bool = False, fixed_shape: bool = False
+) -> TrainStep:
   """The char-LM train step of the engine's builder, on an in-graph iterator over ``batches``.
 
   Args:
@@ -218,7 +229,8 @@ def build_char_lm_step(batches: Batches, *, flag: str, seed: int, xla: bool = Fa
     ``rc.report_fetches`` (summed, inv norm per loss), like :class:`returnn_rc.engine.Engine`.
   """
   train_flag = {"static": True, "variable": rc_graph_state.TRAIN_FLAG_VARIABLE}.get(
-      flag, rc_graph_state.TRAIN_FLAG_PLACEHOLDER)
+    flag, rc_graph_state.TRAIN_FLAG_PLACEHOLDER
+  )
   graph = tf.Graph()
   with graph.as_default():
     init_iter, batch = batch_iterator(batches, fixed_shape=fixed_shape)
@@ -277,5 +289,7 @@ def run(measure: Callable[[], List[Row]]) -> None:
   start = time.time()
   rows = measure()
   print(f"\n{format_rows(rows)}\n")
-  print(f"rounds={ROUNDS.value}; total {time.time() - start:.0f} s; load average at the end: "
-        f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+  print(
+    f"rounds={ROUNDS.value}; total {time.time() - start:.0f} s; load average at the end: "
+    f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}"
+  )

@@ -23,16 +23,17 @@ import subprocess
 import sys
 from typing import List
 
-import bench_common
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from bench_common import Row
 
 from graphs import char_lm
 from returnn_rc import graph_module as rc_graph_module
 from returnn_rc.engine import distributed
 from returnn_rc.engine.train_graph import GlobalBatch, TrainGraphConfig, _all_reduce_sum, build_train_graph
+
+import bench_common
+from bench_common import Row
 
 flags.adopt_module_key_flags(bench_common)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch size (sequences).")
@@ -49,6 +50,7 @@ def _graph(strategy):
     if strategy is None:
       extern = rc_graph_module.extern_data_template(char_lm)
       from returnn_rc.engine import data as rc_data  # pylint: disable=import-outside-toplevel
+
       tg = build_train_graph(char_lm, rc_data.extern_data_from_batch(extern, batch), cfg)
     else:
       gb = GlobalBatch(template=lambda: rc_graph_module.extern_data_template(char_lm), batch=batch)
@@ -57,8 +59,9 @@ def _graph(strategy):
     fetches = [tg.train_op, tg.report]
     allreduce = None
     if strategy is not None:
-      out = strategy.extended.call_for_each_replica(tf.autograph.experimental.do_not_convert(
-          lambda: _all_reduce_sum([tf.ones([num_params], tf.float32)])))
+      out = strategy.extended.call_for_each_replica(
+        tf.autograph.experimental.do_not_convert(lambda: _all_reduce_sum([tf.ones([num_params], tf.float32)]))
+      )
       allreduce = tf.nest.map_structure(lambda x: strategy.experimental_local_results(x)[0], out)
   return graph, init, tg, fetches, allreduce, num_params
 
@@ -72,19 +75,30 @@ def worker():
   for sess, tg, init in ((sess_d, tg_d, init_d), (sess_s, tg_s, init_s)):
     sess.run([tg.init_op, init])
   steps = STEPS.value
-  times = bench_common.interleaved({
+  times = bench_common.interleaved(
+    {
       "dist": lambda: bench_common.run_steps(sess_d, fetch_d, {}, steps),
       "single": lambda: bench_common.run_steps(sess_s, fetch_s, {}, steps),
       "allreduce": lambda: bench_common.run_steps(sess_d, allreduce, {}, steps),
-  }, bench_common.ROUNDS.value)
+    },
+    bench_common.ROUNDS.value,
+  )
   if dist.is_chief:
     med = {k: bench_common.median(v) for k, v in times.items()}
     rows = [
-        Row("9a", f"char LM train step, 1 process, global batch {BATCH_SIZE.value}", bench_common.ms(med["single"])),
-        Row("9b", f"char LM train step, 2 local workers x {BATCH_SIZE.value // 2} (MWMS)",
-            bench_common.ms(med["dist"]), bench_common.paired_ratio(times, "dist", "single")),
-        Row("9c", f"all-reduce alone: {num_params} float32 parameters = {4 * num_params / 1e6:.2f} MB, 2 workers",
-            bench_common.ms(med["allreduce"]), bench_common.paired_ratio(times, "allreduce", "single")),
+      Row("9a", f"char LM train step, 1 process, global batch {BATCH_SIZE.value}", bench_common.ms(med["single"])),
+      Row(
+        "9b",
+        f"char LM train step, 2 local workers x {BATCH_SIZE.value // 2} (MWMS)",
+        bench_common.ms(med["dist"]),
+        bench_common.paired_ratio(times, "dist", "single"),
+      ),
+      Row(
+        "9c",
+        f"all-reduce alone: {num_params} float32 parameters = {4 * num_params / 1e6:.2f} MB, 2 workers",
+        bench_common.ms(med["allreduce"]),
+        bench_common.paired_ratio(times, "allreduce", "single"),
+      ),
     ]
     print(json.dumps({"rows": [list(r) for r in rows]}), flush=True)
   sess_d.close()
@@ -97,8 +111,15 @@ def measure() -> List[Row]:
   procs = []
   for i in range(2):
     env = dict(os.environ, TF_CONFIG=distributed.ClusterSpec(workers=workers, index=i).tf_config())
-    procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env=env,  # pylint: disable=consider-using-with
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__)] + sys.argv[1:],
+        env=env,  # pylint: disable=consider-using-with
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   outs = [p.communicate(timeout=1800) for p in procs]
   for i, (p, (_, err)) in enumerate(zip(procs, outs)):
     if p.returncode:

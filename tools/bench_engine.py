@@ -16,11 +16,9 @@ import tempfile
 import time
 from typing import Dict, List, Sequence
 
-import bench_common
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from bench_common import Row
 
 import returnn_rc as rc
 from graphs import char_lm
@@ -29,9 +27,13 @@ from returnn_rc import nn as rc_nn
 from returnn_rc.engine import data as rc_data
 from returnn_rc.tensor import size_key
 
+import bench_common
+from bench_common import Row
+
 flags.adopt_module_key_flags(bench_common)
-EPOCH_SEQS = flags.DEFINE_integer("epoch_seqs", 480, "Char-LM train sequences per epoch (one epoch per variant and "
-                                  "round).")
+EPOCH_SEQS = flags.DEFINE_integer(
+  "epoch_seqs", 480, "Char-LM train sequences per epoch (one epoch per variant and round)."
+)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Char-LM batch size (EngineConfig's default).")
 
 TARGET_ENGINE = 1.05
@@ -48,8 +50,9 @@ class HandLoop:
       tf.compat.v1.set_random_seed(seed)
       rc_nn.set_stateless_dropout_seed(seed)
       self._order = tf.compat.v1.placeholder(tf.int64, (), name="order_seed")
-      ds = rc_data.make_dataset(char_lm.extern_data_template(), seqs, batch_size=batch_size,
-                                order_seed=self._order, shuffle=True, seed=seed)
+      ds = rc_data.make_dataset(
+        char_lm.extern_data_template(), seqs, batch_size=batch_size, order_seed=self._order, shuffle=True, seed=seed
+      )
       it = tf.compat.v1.data.make_initializable_iterator(ds)
       self._init_iter = it.initializer
       batch = it.get_next()
@@ -86,8 +89,13 @@ class HandLoop:
 def measure(train_dir: str) -> List[Row]:
   """Engine.train steps/s vs :class:`HandLoop`, one epoch per round, epochs aligned."""
   seqs = char_lm.default_data("train", max_seqs=EPOCH_SEQS.value)
-  cfg = rc_engine.EngineConfig(train_dir=train_dir, batch_size=BATCH_SIZE.value, seed=bench_common.SEED.value,
-                               save_checkpoints=False, log_every_secs=1e9)
+  cfg = rc_engine.EngineConfig(
+    train_dir=train_dir,
+    batch_size=BATCH_SIZE.value,
+    seed=bench_common.SEED.value,
+    save_checkpoints=False,
+    log_every_secs=1e9,
+  )
   with rc_engine.Engine(char_lm, cfg, train_data=seqs, dev_data=[]) as engine:
     hand = HandLoop(seqs, batch_size=BATCH_SIZE.value, seed=bench_common.SEED.value)
     epochs = {"engine": 0, "hand": 0}
@@ -101,14 +109,21 @@ def measure(train_dir: str) -> List[Row]:
       epochs["hand"] += 1
       return hand.epoch(epochs["hand"])
 
-    times = bench_common.interleaved({"engine": engine_round, "hand": hand_round},
-                                     min(bench_common.ROUNDS.value, MAX_ROUNDS))
+    times = bench_common.interleaved(
+      {"engine": engine_round, "hand": hand_round}, min(bench_common.ROUNDS.value, MAX_ROUNDS)
+    )
     num_batches = engine.history[-1].num_batches
     hand.session.close()
   eng, hnd = bench_common.median(times["engine"]), bench_common.median(times["hand"])
-  return [Row("2", f"Engine.train step / hand-written TF1 loop (char_lm, {num_batches} steps/epoch)",
-              f"{bench_common.ms(eng)} / {bench_common.ms(hnd)}", bench_common.paired_ratio(times, "engine", "hand"),
-              TARGET_ENGINE)]
+  return [
+    Row(
+      "2",
+      f"Engine.train step / hand-written TF1 loop (char_lm, {num_batches} steps/epoch)",
+      f"{bench_common.ms(eng)} / {bench_common.ms(hnd)}",
+      bench_common.paired_ratio(times, "engine", "hand"),
+      TARGET_ENGINE,
+    )
+  ]
 
 
 def main(argv):

@@ -15,13 +15,18 @@ Variants run interleaved (``tools/bench_common.py``).
 
 from typing import List
 
-import bench_common
 from absl import app, flags
+
+import bench_common
 from bench_common import Row, build_char_lm_step
 
 flags.adopt_module_key_flags(bench_common)
-STEPS = flags.DEFINE_integer("steps", 8, "Train steps per variant and round; also the number K of distinct real "
-                             "char-LM batches cycled through (every round sees the same K batches).")
+STEPS = flags.DEFINE_integer(
+  "steps",
+  8,
+  "Train steps per variant and round; also the number K of distinct real "
+  "char-LM batches cycled through (every round sees the same K batches).",
+)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Char-LM batch size (EngineConfig's default).")
 
 TARGET_FLAG = 1.01
@@ -34,22 +39,39 @@ def measure() -> List[Row]:
   steps = {name: build_char_lm_step(batches, flag=name, seed=bench_common.SEED.value) for name in VARIANTS}
   num_ops = {name: len(s.graph.get_operations()) for name, s in steps.items()}
   times = bench_common.interleaved(
-      {name: (lambda s=s: bench_common.run_steps(s.session, s.fetches, s.feed, STEPS.value))
-       for name, s in steps.items()}, bench_common.ROUNDS.value)
+    {
+      name: (lambda s=s: bench_common.run_steps(s.session, s.fetches, s.feed, STEPS.value)) for name, s in steps.items()
+    },
+    bench_common.ROUNDS.value,
+  )
   for s in steps.values():
     s.session.close()
   t = {name: bench_common.median(times[name]) for name in steps}
   ms = bench_common.ms
   shape = f"B={batches.data.shape[1]}, T<={batches.data.shape[2]}"
   return [
-      Row("1a", f"char_lm train step, fed flag / static True ({shape})", f"{ms(t['fed'])} / {ms(t['static'])}",
-          bench_common.paired_ratio(times, "fed", "static"), TARGET_FLAG),
-      Row("1b", "char_lm train step, bool-variable flag (no feed) / static True",
-          f"{ms(t['variable'])} / {ms(t['static'])}", bench_common.paired_ratio(times, "variable", "static")),
-      Row("1c", "char_lm train step, tf.cond dropout on fed flag / static True (the naive way)",
-          f"{ms(t['cond'])} / {ms(t['static'])}", bench_common.paired_ratio(times, "cond", "static")),
-      Row("1d", "char_lm train graph ops: fed / static / variable / tf.cond",
-          " / ".join(str(num_ops[n]) for n in VARIANTS)),
+    Row(
+      "1a",
+      f"char_lm train step, fed flag / static True ({shape})",
+      f"{ms(t['fed'])} / {ms(t['static'])}",
+      bench_common.paired_ratio(times, "fed", "static"),
+      TARGET_FLAG,
+    ),
+    Row(
+      "1b",
+      "char_lm train step, bool-variable flag (no feed) / static True",
+      f"{ms(t['variable'])} / {ms(t['static'])}",
+      bench_common.paired_ratio(times, "variable", "static"),
+    ),
+    Row(
+      "1c",
+      "char_lm train step, tf.cond dropout on fed flag / static True (the naive way)",
+      f"{ms(t['cond'])} / {ms(t['static'])}",
+      bench_common.paired_ratio(times, "cond", "static"),
+    ),
+    Row(
+      "1d", "char_lm train graph ops: fed / static / variable / tf.cond", " / ".join(str(num_ops[n]) for n in VARIANTS)
+    ),
   ]
 
 

@@ -19,9 +19,10 @@ device; the allocator actually in use is printed (and a mismatch is an error).
 import os
 import time
 
-import graph_names
 import numpy as np
 from absl import app, flags
+
+import graph_names
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_XLA_FLAGS", "--tf_xla_enable_lazy_compilation=false")

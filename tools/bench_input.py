@@ -28,8 +28,9 @@ import sys
 import tempfile
 import time
 
-import graph_names
 from absl import app, flags
+
+import graph_names
 
 graph_names.ensure_repo_root_on_path()
 
@@ -37,14 +38,20 @@ _MODE = flags.DEFINE_enum("mode", "throughput", ["throughput", "memory", "child"
 _SCALE = flags.DEFINE_integer("scale", 20, "Size of the large corpus, in multiples of the default one.", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Interleaved epochs per pipeline (throughput).", lower_bound=1)
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Interleaved rounds of the four training runs (memory).", lower_bound=1)
-_MAX_STEPS = flags.DEFINE_integer("max_steps", 0, "Stop each training run after this many steps (0: one epoch).",
-                                  lower_bound=0)
+_MAX_STEPS = flags.DEFINE_integer(
+  "max_steps", 0, "Stop each training run after this many steps (0: one epoch).", lower_bound=0
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Sequences per batch.", lower_bound=1)
 _SHARDS = flags.DEFINE_integer("num_shards", 8, "Record files per corpus.", lower_bound=1)
-_CORPUS_SEQS = flags.DEFINE_integer("corpus_seqs", None, "Use only the first N sequences of the default corpus "
-                                    "(a quick smoke run); default: all 6000.", lower_bound=1)
-_WORK_DIR = flags.DEFINE_string("work_dir", None, "Directory for the corpora and train dirs (default: a temp dir, "
-                                "removed afterwards).")
+_CORPUS_SEQS = flags.DEFINE_integer(
+  "corpus_seqs",
+  None,
+  "Use only the first N sequences of the default corpus (a quick smoke run); default: all 6000.",
+  lower_bound=1,
+)
+_WORK_DIR = flags.DEFINE_string(
+  "work_dir", None, "Directory for the corpora and train dirs (default: a temp dir, removed afterwards)."
+)
 # child mode
 _SOURCE = flags.DEFINE_enum("source", "files", ["files", "memory"], "child: where the train data comes from.")
 _TRAIN_GLOB = flags.DEFINE_string("train_glob", None, "child: record files of the train data.")
@@ -57,6 +64,7 @@ def corpus(scale: int):
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from graphs import char_lm  # pylint: disable=import-outside-toplevel
+
   base = char_lm.default_data("train", max_seqs=_CORPUS_SEQS.value)
   out = []
   for r in range(scale):
@@ -70,8 +78,16 @@ def corpus(scale: int):
 def _write(path, seqs, num_shards, prefix):
   from graphs import char_lm  # pylint: disable=import-outside-toplevel
   from returnn_rc.engine import records  # pylint: disable=import-outside-toplevel
-  records.write_shards(path, char_lm.extern_data_template(), seqs, num_shards=num_shards, prefix=prefix,
-                       graph_name="char_lm", overwrite=True)
+
+  records.write_shards(
+    path,
+    char_lm.extern_data_template(),
+    seqs,
+    num_shards=num_shards,
+    prefix=prefix,
+    graph_name="char_lm",
+    overwrite=True,
+  )
   return os.path.join(path, f"{prefix}-*")
 
 
@@ -95,6 +111,7 @@ def throughput(work_dir):
 
   from graphs import char_lm  # pylint: disable=import-outside-toplevel
   from returnn_rc.engine import data  # pylint: disable=import-outside-toplevel
+
   seqs = corpus(1)
   pattern = _write(os.path.join(work_dir, "x1"), seqs, _SHARDS.value, "train")
   template = char_lm.extern_data_template()
@@ -109,10 +126,12 @@ def throughput(work_dir):
   with graph.as_default():
     order = tf.compat.v1.placeholder(tf.int64, ())
     pipelines = {
-        "from_generator (memory)": data.make_dataset(template, seqs, batch_size=_BATCH_SIZE.value, order_seed=order,
-                                                     shuffle=True, seed=1),
-        "record files": data.make_file_dataset(template, files, batch_size=_BATCH_SIZE.value, order_seed=order,
-                                               shuffle=True, seed=1),
+      "from_generator (memory)": data.make_dataset(
+        template, seqs, batch_size=_BATCH_SIZE.value, order_seed=order, shuffle=True, seed=1
+      ),
+      "record files": data.make_file_dataset(
+        template, files, batch_size=_BATCH_SIZE.value, order_seed=order, shuffle=True, seed=1
+      ),
     }
     iterators = {k: tf.compat.v1.data.make_initializable_iterator(ds) for k, ds in pipelines.items()}
     nexts = {k: it.get_next() for k, it in iterators.items()}
@@ -126,25 +145,30 @@ def throughput(work_dir):
         assert n == len(seqs), (k, n)
         rates[k].append(n / sec)
   med = {k: statistics.median(v) for k, v in rates.items()}
-  print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores; char_lm train data: {len(seqs)} sequences, "
-        f"{_SHARDS.value} record files, {size_mb:.1f} MB; batch size {_BATCH_SIZE.value}, shuffled, length buckets; "
-        f"{_REPEATS.value} interleaved epochs each")
+  print(
+    f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores; char_lm train data: {len(seqs)} sequences, "
+    f"{_SHARDS.value} record files, {size_mb:.1f} MB; batch size {_BATCH_SIZE.value}, shuffled, length buckets; "
+    f"{_REPEATS.value} interleaved epochs each"
+  )
   for k, v in rates.items():
     print(f"  {k:24s} median {med[k]:9.0f} seqs/s   (runs: {', '.join(f'{x:.0f}' for x in v)})")
   print(f"  ratio files / from_generator: {med['record files'] / med['from_generator (memory)']:.1f}x (target >= 3x)")
-  print(f"  scan of the files before training (schemas, every record parsed and checked, length histogram): "
-        f"{scan_sec:.2f} s ({len(seqs) / scan_sec:.0f} seqs/s, {size_mb / scan_sec:.1f} MB/s; first call in the "
-        f"process {scan_secs[0]:.2f} s)")
+  print(
+    f"  scan of the files before training (schemas, every record parsed and checked, length histogram): "
+    f"{scan_sec:.2f} s ({len(seqs) / scan_sec:.0f} seqs/s, {size_mb / scan_sec:.1f} MB/s; first call in the "
+    f"process {scan_secs[0]:.2f} s)"
+  )
 
 
 def child():
   """One training run (this process's peak RSS is what the parent measures)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   tf.get_logger().setLevel("ERROR")
   from graphs import char_lm  # pylint: disable=import-outside-toplevel
   from returnn_rc import engine  # pylint: disable=import-outside-toplevel
-  kwargs = dict(train_dir=_TRAIN_DIR.value, num_epochs=1, batch_size=_BATCH_SIZE.value, fresh=True,
-                log_every_secs=1e9)
+
+  kwargs = dict(train_dir=_TRAIN_DIR.value, num_epochs=1, batch_size=_BATCH_SIZE.value, fresh=True, log_every_secs=1e9)
   given = {}
   if _SOURCE.value == "files":
     kwargs.update(train_data=_TRAIN_GLOB.value, dev_data=_DEV_GLOB.value)
@@ -157,13 +181,23 @@ def child():
     steps, num = eng.step, eng.num_seqs["train"]
   with open("/proc/self/status", encoding="utf-8") as f:
     hwm = [line.split()[1] for line in f if line.startswith("VmHWM")][0]
-  print(f"CHILD source={_SOURCE.value} scale={_SCALE.value} seqs={num} steps={steps} sec={time.time() - start:.0f} "
-        f"VmHWM_kB={hwm}")
+  print(
+    f"CHILD source={_SOURCE.value} scale={_SCALE.value} seqs={num} steps={steps} sec={time.time() - start:.0f} "
+    f"VmHWM_kB={hwm}"
+  )
 
 
 def _run_child(source, scale, train_glob, dev_glob, train_dir):
-  args = [sys.executable, os.path.abspath(__file__), "--mode=child", f"--source={source}", f"--scale={scale}",
-          f"--train_dir={train_dir}", f"--max_steps={_MAX_STEPS.value}", f"--batch_size={_BATCH_SIZE.value}"]
+  args = [
+    sys.executable,
+    os.path.abspath(__file__),
+    "--mode=child",
+    f"--source={source}",
+    f"--scale={scale}",
+    f"--train_dir={train_dir}",
+    f"--max_steps={_MAX_STEPS.value}",
+    f"--batch_size={_BATCH_SIZE.value}",
+  ]
   if _CORPUS_SEQS.value:
     args.append(f"--corpus_seqs={_CORPUS_SEQS.value}")
   if source == "files":
@@ -182,6 +216,7 @@ def _run_child(source, scale, train_glob, dev_glob, train_dir):
 def memory(work_dir):
   base = corpus(1)
   from graphs import char_lm  # pylint: disable=import-outside-toplevel
+
   dev = _write(os.path.join(work_dir, "dev"), char_lm.default_data("dev"), 1, "dev")
   globs = {1: _write(os.path.join(work_dir, "x1"), base, _SHARDS.value, "train")}
   big = corpus(_SCALE.value)
@@ -196,13 +231,17 @@ def memory(work_dir):
       print(f"round {rnd + 1}: peak RSS {peak:7.1f} MiB  {line}", flush=True)
   med = {r: statistics.median(v) for r, v in peaks.items()}
   steps = f"first {_MAX_STEPS.value} steps of epoch 1" if _MAX_STEPS.value else "one epoch + dev evaluation"
-  print(f"\nchar_lm, batch size {_BATCH_SIZE.value}, {steps}; peak RSS of the training process, median of "
-        f"{_ROUNDS.value} round(s):")
+  print(
+    f"\nchar_lm, batch size {_BATCH_SIZE.value}, {steps}; peak RSS of the training process, median of "
+    f"{_ROUNDS.value} round(s):"
+  )
   for source in ("files", "memory"):
     small, large = med[(source, 1)], med[(source, _SCALE.value)]
     growth = 100 * (large / small - 1)
-    print(f"  {source:6s}  1x: {small:7.1f} MiB   {_SCALE.value}x: {large:7.1f} MiB   growth {growth:+.1f}%"
-          + ("  (target: within 20%)" if source == "files" else ""))
+    print(
+      f"  {source:6s}  1x: {small:7.1f} MiB   {_SCALE.value}x: {large:7.1f} MiB   growth {growth:+.1f}%"
+      + ("  (target: within 20%)" if source == "files" else "")
+    )
 
 
 def main(argv):

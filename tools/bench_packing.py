@@ -121,8 +121,11 @@ def build_model(variant: str, *, xla: bool = False):
       h = tf.nn.relu(tf.tensordot(x, w1, [[2], [0]]) + b1)  # [B,T,H] (what tf.layers.dense writes)
       logits = tf.reshape(tf.matmul(tf.reshape(h, [-1, hidden]), w2), tf.concat([tf.shape(h)[:2], [vocab]], 0)) + b2
       ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)  # [B,T]
-      ctx.mark_as_loss(rc.Tensor("ce", [rc.batch_dim, time_dim], "float32", raw_tensor=ce), "ce",
-                       use_flatten_frames=variant != "unpacked")
+      ctx.mark_as_loss(
+        rc.Tensor("ce", [rc.batch_dim, time_dim], "float32", raw_tensor=ce),
+        "ce",
+        use_flatten_frames=variant != "unpacked",
+      )
       loss = ctx.total_loss().get_raw()
       summed = ctx.losses["ce"].get_summed_loss().get_raw()
       train = tf.compat.v1.train.GradientDescentOptimizer(0.01).minimize(loss)
@@ -168,14 +171,29 @@ def part_model(*, xla: bool) -> List[Row]:
   rows = []
   if not xla:
     r = bench_common.paired_ratio(times, "packed", "unpacked")
-    rows.append(Row("13 model", f"model {shape}: packed / unpacked train step (issue: unpacked >= 1.5x packed)",
-                    f"{ms['packed']} / {ms['unpacked']} (speed-up {1 / r:.2f}x)", r, TARGET_MODEL))
+    rows.append(
+      Row(
+        "13 model",
+        f"model {shape}: packed / unpacked train step (issue: unpacked >= 1.5x packed)",
+        f"{ms['packed']} / {ms['unpacked']} (speed-up {1 / r:.2f}x)",
+        r,
+        TARGET_MODEL,
+      )
+    )
   r = bench_common.paired_ratio(times, "packed", "values")
   key, figure = ("13 xla model", f"xla model {shape}") if xla else ("13 model values", "model")
-  rows.append(Row(key, f"{figure}: packed / values-only train step", f"{ms['packed']} / {ms['values']} "
-                  f"(speed-up {1 / r:.2f}x)", r))
-  rows.append(Row(f"13 {tag}model losses", f"{tag}model: summed loss, first batch (flatten ops)",
-                  ", ".join(f"{n} {losses[n]:.4f} ({counts[n]})" for n in names)))
+  rows.append(
+    Row(
+      key, f"{figure}: packed / values-only train step", f"{ms['packed']} / {ms['values']} (speed-up {1 / r:.2f}x)", r
+    )
+  )
+  rows.append(
+    Row(
+      f"13 {tag}model losses",
+      f"{tag}model: summed loss, first batch (flatten ops)",
+      ", ".join(f"{n} {losses[n]:.4f} ({counts[n]})" for n in names),
+    )
+  )
   return rows
 
 
@@ -191,8 +209,15 @@ def golden_batches(name: str, num: int, *, pad_to_bucket_boundary: bool) -> List
   rc_data.check_data(template, seqs, what=f"golden {name!r} train data")
   with tf.Graph().as_default():
     order = tf.compat.v1.placeholder(tf.int64, ())
-    ds = rc_data.make_dataset(template, seqs, batch_size=32, order_seed=order, shuffle=True,
-                              seed=bench_common.SEED.value, pad_to_bucket_boundary=pad_to_bucket_boundary)
+    ds = rc_data.make_dataset(
+      template,
+      seqs,
+      batch_size=32,
+      order_seed=order,
+      shuffle=True,
+      seed=bench_common.SEED.value,
+      pad_to_bucket_boundary=pad_to_bucket_boundary,
+    )
     it = tf.compat.v1.data.make_initializable_iterator(ds.take(num))
     nxt = it.get_next()
     out = []
@@ -245,8 +270,10 @@ def part_goldens(*, xla: bool) -> List[Row]:
       feeds = [built.feed(b, train=True) for b in batches]
       counts[key] = flatten_ops(built.graph)
       variants[key] = stepper(session, {"train": built.train_op, "report": built.report}, feeds, STEPS.value)
-    figure = (f"{'xla ' if xla else ''}{name} ({padding_fraction(template, batches):.0%} padding, {len(batches)} "
-              f"batches, flatten ops {counts['rewrite']} vs {counts['values']}): rewrite / values-only train step")
+    figure = (
+      f"{'xla ' if xla else ''}{name} ({padding_fraction(template, batches):.0%} padding, {len(batches)} "
+      f"batches, flatten ops {counts['rewrite']} vs {counts['values']}): rewrite / values-only train step"
+    )
     key = f"13 {'xla' if xla else 'goldens'} {name}"
     try:
       times = bench_common.interleaved(variants, bench_common.ROUNDS.value)

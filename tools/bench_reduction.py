@@ -13,19 +13,24 @@ variants run interleaved (``tools/bench_common.py``), each round calibrated to `
 
 from typing import List, Tuple
 
-import bench_common
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
-from bench_common import Row
 
 import returnn_rc as rc
 
+import bench_common
+from bench_common import Row
+
 flags.adopt_module_key_flags(bench_common)
-SHAPES = flags.DEFINE_list("shapes", ["32x200x256", "64x500x512"],
-                           "BxTxV shapes; the [B,T] loss uses BxT, the [B,T,V] loss BxTxV; lengths uniform in [T/2,T].")
-ROUND_SECS = flags.DEFINE_float("round_secs", 0.1, "Runs per variant and round are calibrated to take about this "
-                                "long (1 to 100 runs).")
+SHAPES = flags.DEFINE_list(
+  "shapes",
+  ["32x200x256", "64x500x512"],
+  "BxTxV shapes; the [B,T] loss uses BxT, the [B,T,V] loss BxTxV; lengths uniform in [T/2,T].",
+)
+ROUND_SECS = flags.DEFINE_float(
+  "round_secs", 0.1, "Runs per variant and round are calibrated to take about this long (1 to 100 runs)."
+)
 
 
 def parse_shape(spec: str) -> Tuple[int, int, int]:
@@ -75,11 +80,17 @@ def measure_shape(shape: Tuple[int, int, int], rng: np.random.Generator) -> List
         pair = {name: fetches[(rank, name == "op", kind)] for name in ("op", "masked")}
         repeats = bench_common.calibrated_repeats(lambda f=pair["masked"]: session.run(f), ROUND_SECS.value)
         times = bench_common.interleaved(
-            {name: (lambda f=f, n=repeats: bench_common.run_steps(session, f, {}, n)) for name, f in pair.items()},
-            bench_common.ROUNDS.value)
-        rows.append(Row(f"3 {rank} {size} {kind}", f"loss reduction {rank} {size} {kind}: flatten op / masked",
-                        f"{ms(bench_common.median(times['op']))} / {ms(bench_common.median(times['masked']))}",
-                        bench_common.paired_ratio(times, "op", "masked")))
+          {name: (lambda f=f, n=repeats: bench_common.run_steps(session, f, {}, n)) for name, f in pair.items()},
+          bench_common.ROUNDS.value,
+        )
+        rows.append(
+          Row(
+            f"3 {rank} {size} {kind}",
+            f"loss reduction {rank} {size} {kind}: flatten op / masked",
+            f"{ms(bench_common.median(times['op']))} / {ms(bench_common.median(times['masked']))}",
+            bench_common.paired_ratio(times, "op", "masked"),
+          )
+        )
   return rows
 
 
@@ -91,8 +102,9 @@ def main(argv):
       shapes = [parse_shape(spec) for spec in SHAPES.value]
     except ValueError as exc:
       raise app.UsageError(str(exc)) from None
-    bench_common.run(lambda: [row for shape in shapes
-                              for row in measure_shape(shape, np.random.default_rng(bench_common.SEED.value))])
+    bench_common.run(
+      lambda: [row for shape in shapes for row in measure_shape(shape, np.random.default_rng(bench_common.SEED.value))]
+    )
 
 
 if __name__ == "__main__":

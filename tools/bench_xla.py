@@ -12,13 +12,15 @@ then the variants run interleaved (``tools/bench_common.py``).
 
 from typing import List
 
-import bench_common
 from absl import app, flags
+
+import bench_common
 from bench_common import Row, build_char_lm_step
 
 flags.adopt_module_key_flags(bench_common)
-STEPS = flags.DEFINE_integer("steps", 8, "Train steps per variant and round; also the number K of distinct real "
-                             "char-LM batches cycled through.")
+STEPS = flags.DEFINE_integer(
+  "steps", 8, "Train steps per variant and round; also the number K of distinct real char-LM batches cycled through."
+)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Char-LM batch size (EngineConfig's default).")
 MAX_ROUNDS = 5
 
@@ -33,17 +35,27 @@ def measure() -> List[Row]:
     # One pass over the K batches: XLA compiles here.
     first[name] = bench_common.run_steps(s.session, s.fetches, s.feed, num) * num
   times = bench_common.interleaved(
-      {name: (lambda s=s: bench_common.run_steps(s.session, s.fetches, s.feed, STEPS.value))
-       for name, s in steps.items()}, min(bench_common.ROUNDS.value, MAX_ROUNDS))
+    {
+      name: (lambda s=s: bench_common.run_steps(s.session, s.fetches, s.feed, STEPS.value)) for name, s in steps.items()
+    },
+    min(bench_common.ROUNDS.value, MAX_ROUNDS),
+  )
   for s in steps.values():
     s.session.close()
   xla, plain = bench_common.median(times["xla"]), bench_common.median(times["no_xla"])
   shape = f"B={batches.data.shape[1]}, T={batches.data.shape[2]} fixed"
   return [
-      Row("4", f"char_lm train step, XLA jit_scope / no XLA ({shape})",
-          f"{bench_common.ms(xla)} / {bench_common.ms(plain)}", bench_common.paired_ratio(times, "xla", "no_xla")),
-      Row("4 first pass", f"first pass over the {num} batches (XLA: compiles), XLA / no XLA",
-          f"{first['xla']:.2f} s / {first['no_xla']:.2f} s"),
+    Row(
+      "4",
+      f"char_lm train step, XLA jit_scope / no XLA ({shape})",
+      f"{bench_common.ms(xla)} / {bench_common.ms(plain)}",
+      bench_common.paired_ratio(times, "xla", "no_xla"),
+    ),
+    Row(
+      "4 first pass",
+      f"first pass over the {num} batches (XLA: compiles), XLA / no XLA",
+      f"{first['xla']:.2f} s / {first['no_xla']:.2f} s",
+    ),
   ]
 
 

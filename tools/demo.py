@@ -7,10 +7,11 @@ and switches the symbolic train flag per ``Session.run``; the graph is finalized
 run, so nothing is rebuilt between train and eval.
 """
 
-import graph_names
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
+
+import graph_names
 
 graph_names.ensure_repo_root_on_path()
 import returnn_rc as rc  # noqa: E402  pylint: disable=wrong-import-position
@@ -41,8 +42,7 @@ def main(argv):
     hidden = tf.nn.relu(tf.einsum("btf,fh->bth", rc.dropout(x, _DROPOUT.value).raw_tensor, w1))  # [B,T,32]
     pred = tf.einsum("bth,ho->bt", hidden, w2)  # [B,T]
     ctx.mark_as_loss(tf.square(pred - y_np), "mse", dims=[rc.batch_dim, time_dim], use_normalized_loss=True)
-    train_op = tf.compat.v1.train.AdamOptimizer(0.01).minimize(ctx.total_loss().raw_tensor,
-                                                                global_step=gs.step_var)
+    train_op = tf.compat.v1.train.AdamOptimizer(0.01).minimize(ctx.total_loss().raw_tensor, global_step=gs.step_var)
     report = rc.report_fetches(ctx.losses)
     init = tf.compat.v1.global_variables_initializer()
     graph.finalize()
@@ -53,8 +53,10 @@ def main(argv):
       _, fetched = sess.run([train_op, report], feed_dict=gs.feed_dict(train=True))
     train_loss = rc.EpochAccumulator().add(fetched)["mse"]
     eval_loss = rc.EpochAccumulator().add(sess.run(report, feed_dict=gs.feed_dict(train=False)))["mse"]
-    print(f"after {gs.get_step(sess)} steps: train mse (dropout on) = {train_loss:.4f}, "
-          f"eval mse (dropout off) = {eval_loss:.4f}")
+    print(
+      f"after {gs.get_step(sess)} steps: train mse (dropout on) = {train_loss:.4f}, "
+      f"eval mse (dropout off) = {eval_loss:.4f}"
+    )
   logging.info("same graph, %d ops, no rebuild", len(graph.get_operations()))
 
 

@@ -16,27 +16,40 @@ int32 for each dynamic axis; sequence i is ``out[name][i, :out[name + ":size1"][
 
 import os
 
-import graph_names
 from absl import app, flags, logging
+
+import graph_names
 
 graph_names.ensure_repo_root_on_path()
 from returnn_rc import graph_module  # noqa: E402  pylint: disable=wrong-import-position
 from returnn_rc.export import forwarding as forward  # noqa: E402  pylint: disable=wrong-import-position
 
-_GRAPH = flags.DEFINE_string("graph", None, "Graph module (with --checkpoint or --fresh_init): a name in graphs/, "
-                             "a dotted module name, or a .py path. Also gives default_data when --input is not set.")
+_GRAPH = flags.DEFINE_string(
+  "graph",
+  None,
+  "Graph module (with --checkpoint or --fresh_init): a name in graphs/, "
+  "a dotted module name, or a .py path. Also gives default_data when --input is not set.",
+)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or directory for --graph.")
 _FRESH_INIT = flags.DEFINE_bool("fresh_init", False, "With --graph: use freshly initialised (random) weights.")
-_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "Exported SavedModel directory (instead of "
-                                   "--checkpoint/--fresh_init).")
-_INPUT = flags.DEFINE_string("input", None, "Input .npz (padded '<name>' + '<name>:size<axis>' int lengths in "
-                             "[0, padded length], one per sequence; or 'seq<i>/<name>'). Default: "
-                             "default_data(--split) of --graph.")
+_SAVED_MODEL = flags.DEFINE_string(
+  "saved_model", None, "Exported SavedModel directory (instead of --checkpoint/--fresh_init)."
+)
+_INPUT = flags.DEFINE_string(
+  "input",
+  None,
+  "Input .npz (padded '<name>' + '<name>:size<axis>' int lengths in "
+  "[0, padded length], one per sequence; or 'seq<i>/<name>'). Default: "
+  "default_data(--split) of --graph.",
+)
 _SPLIT = flags.DEFINE_string("split", "dev", "default_data split when --input is not given.")
 _MAX_SEQS = flags.DEFINE_integer("max_seqs", None, "Forward only the first N sequences.", lower_bound=1)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Sequences per batch.", lower_bound=1)
-_OUTPUT = flags.DEFINE_string("output", None, "Output .npz: '<name>' [N,...] padded, '<name>:size<axis>' [N] int32 "
-                              "lengths. Its directory must exist.")
+_OUTPUT = flags.DEFINE_string(
+  "output",
+  None,
+  "Output .npz: '<name>' [N,...] padded, '<name>:size<axis>' [N] int32 lengths. Its directory must exist.",
+)
 flags.mark_flag_as_required("output")
 
 
@@ -69,7 +82,7 @@ def main(argv):
     else:
       seqs = graph_module.default_data(module, _SPLIT.value)
     if _MAX_SEQS.value is not None:
-      seqs = seqs[:_MAX_SEQS.value]
+      seqs = seqs[: _MAX_SEQS.value]
     logging.info("forwarding %d sequences, batch size %d", len(seqs), _BATCH_SIZE.value)
     outputs = forward.forward_sequences(forwarder, seqs, batch_size=_BATCH_SIZE.value)
   forward.write_outputs_npz(_OUTPUT.value, outputs, forwarder.description["outputs"])

@@ -31,13 +31,16 @@ def available() -> List[str]:
 def resolve(name: str) -> str:
   """The module name or path :func:`returnn_rc.graph_module.load_graph_module` takes for ``name``."""
   if not isinstance(name, str) or not name:
-    raise ValueError(f"--graph must be a name in graphs/ {available()}, a dotted module name or a .py path, "
-                     f"got {name!r}")
+    raise ValueError(
+      f"--graph must be a name in graphs/ {available()}, a dotted module name or a .py path, got {name!r}"
+    )
   if name.endswith(".py") or os.sep in name or "." in name:
     return name
   if name not in available():
-    raise ValueError(f"graph module {name!r} not found: not in graphs/ {available()}; pass a name from "
-                     f"graphs/, a dotted module name or a path to a .py file")
+    raise ValueError(
+      f"graph module {name!r} not found: not in graphs/ {available()}; pass a name from "
+      f"graphs/, a dotted module name or a path to a .py file"
+    )
   return f"graphs.{name}"
 
 
@@ -45,4 +48,5 @@ def load(name: str) -> types.ModuleType:
   """Loads and checks the graph module ``name`` (see :func:`resolve`)."""
   ensure_repo_root_on_path()
   from returnn_rc.graph_module import load_graph_module  # pylint: disable=import-outside-toplevel
+
   return load_graph_module(resolve(name))

@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install.sh
-# -n auto: one pytest-xdist worker per CPU core (the suite is CPU-bound; many tests start TF subprocesses).
-exec "${PYTHON:-python3}" -m pytest tests -q -p no:cacheprovider -n auto "$@"
+# -n auto: one pytest-xdist worker per CPU core (the suite is CPU-bound; many tests start TF subprocesses);
+# --dist loadscope: a test class stays on one worker, so its setUpClass (a subprocess, a trained graph) runs once.
+exec "${PYTHON:-python3}" -m pytest tests -q -p no:cacheprovider -n auto --dist loadscope "$@"

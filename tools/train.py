@@ -26,67 +26,115 @@ import sys
 import tempfile
 import time
 
-import graph_names
 from absl import app, flags, logging
 
+import graph_names
 import train_options
 
 _GRAPH = flags.DEFINE_string(
-    "graph", "char_lm",
-    "Graph module: a name in graphs/ (char_lm, seq_classifier, two_losses), a dotted module name, or a path to a "
-    ".py file defining extern_data_template, default_data, get_model, train_step, forward_step.")
+  "graph",
+  "char_lm",
+  "Graph module: a name in graphs/ (char_lm, seq_classifier, two_losses), a dotted module name, or a path to a "
+  ".py file defining extern_data_template, default_data, get_model, train_step, forward_step.",
+)
 _TRAIN_DIR = flags.DEFINE_string(
-    "train_dir", None,
-    "Directory for checkpoints, train_state.json and TensorBoard events. Default: ./train_dir/<graph>. The newest "
-    "checkpoint there that restores is resumed (a broken newer one is named in a warning); one of another model is "
-    "an error (use another dir or --fresh). Not / or the home directory.")
+  "train_dir",
+  None,
+  "Directory for checkpoints, train_state.json and TensorBoard events. Default: ./train_dir/<graph>. The newest "
+  "checkpoint there that restores is resumed (a broken newer one is named in a warning); one of another model is "
+  "an error (use another dir or --fresh). Not / or the home directory.",
+)
 _FRESH = flags.DEFINE_bool(
-    "fresh", False, "Delete the engine's own files in --train_dir first (model.<epoch>.index/.data-*, checkpoint, "
-    "train_state.json, its events files; nothing else) and train from scratch instead of resuming.")
-_NUM_EPOCHS = flags.DEFINE_integer("num_epochs", 3, "Train up to and including this epoch (counted from 1 over "
-                                   "resumes).", lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Maximum number of sequences per batch (batches are bucketed "
-                                   "by length).", lower_bound=1)
-_MAX_SEQS = flags.DEFINE_integer("max_seqs", None, "Use at most this many train sequences (dev: a tenth); default: "
-                                 "the graph's default data (char_lm: 6000 train / 500 dev lines).", lower_bound=1)
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Initial learning rate (Adam), finite and >= 0.",
-                                    lower_bound=0.0)
+  "fresh",
+  False,
+  "Delete the engine's own files in --train_dir first (model.<epoch>.index/.data-*, checkpoint, "
+  "train_state.json, its events files; nothing else) and train from scratch instead of resuming.",
+)
+_NUM_EPOCHS = flags.DEFINE_integer(
+  "num_epochs", 3, "Train up to and including this epoch (counted from 1 over resumes).", lower_bound=1
+)
+_BATCH_SIZE = flags.DEFINE_integer(
+  "batch_size", 32, "Maximum number of sequences per batch (batches are bucketed by length).", lower_bound=1
+)
+_MAX_SEQS = flags.DEFINE_integer(
+  "max_seqs",
+  None,
+  "Use at most this many train sequences (dev: a tenth); default: "
+  "the graph's default data (char_lm: 6000 train / 500 dev lines).",
+  lower_bound=1,
+)
+_LEARNING_RATE = flags.DEFINE_float(
+  "learning_rate", 1e-3, "Initial learning rate (Adam), finite and >= 0.", lower_bound=0.0
+)
 _LR_CONTROL_LOSS = flags.DEFINE_string(
-    "lr_control_loss", None,
-    "Exact name of the loss whose epoch figure (dev, else train) controls the learning rate (Newbob: multiplied by "
-    "--lr_decay when it did not improve by 1% relative). Default: the first loss used by the optimizer "
-    "(char_lm: ce).")
-_LR_DECAY = flags.DEFINE_float("lr_decay", 0.5, "Learning-rate decay factor of the Newbob control, in (0, 1] "
-                               "(1 disables it).", lower_bound=0.0, upper_bound=1.0)
-_SEED = flags.DEFINE_integer("seed", 42, "Seed of the variable initialisers, the data order per epoch and the "
-                             "dropout masks.", lower_bound=0, upper_bound=2**31 - 1)
-_XLA = flags.DEFINE_bool("xla", False, "Compile the train step (model, losses, gradients) with XLA (jit_scope). "
-                         "XLA compiles once per batch shape; see --pad_to_bucket_boundary.")
+  "lr_control_loss",
+  None,
+  "Exact name of the loss whose epoch figure (dev, else train) controls the learning rate (Newbob: multiplied by "
+  "--lr_decay when it did not improve by 1% relative). Default: the first loss used by the optimizer "
+  "(char_lm: ce).",
+)
+_LR_DECAY = flags.DEFINE_float(
+  "lr_decay",
+  0.5,
+  "Learning-rate decay factor of the Newbob control, in (0, 1] (1 disables it).",
+  lower_bound=0.0,
+  upper_bound=1.0,
+)
+_SEED = flags.DEFINE_integer(
+  "seed",
+  42,
+  "Seed of the variable initialisers, the data order per epoch and the dropout masks.",
+  lower_bound=0,
+  upper_bound=2**31 - 1,
+)
+_XLA = flags.DEFINE_bool(
+  "xla",
+  False,
+  "Compile the train step (model, losses, gradients) with XLA (jit_scope). "
+  "XLA compiles once per batch shape; see --pad_to_bucket_boundary.",
+)
 _PAD_TO_BUCKET_BOUNDARY = flags.DEFINE_bool(
-    "pad_to_bucket_boundary", False,
-    "Pad each batch to its length bucket's bound instead of its longest sequence: few distinct shapes (fewer XLA "
-    "compilations), more padding. Changes dropout masks (their shape), not the figures' definition.")
+  "pad_to_bucket_boundary",
+  False,
+  "Pad each batch to its length bucket's bound instead of its longest sequence: few distinct shapes (fewer XLA "
+  "compilations), more padding. Changes dropout masks (their shape), not the figures' definition.",
+)
 _KEEP_CHECKPOINTS = flags.DEFINE_integer("keep_checkpoints", 2, "How many epoch checkpoints to keep.", lower_bound=1)
-_LOG_EVERY_SECS = flags.DEFINE_float("log_every_secs", 20.0, "Progress logging interval within an epoch (seconds "
-                                     "> 0).")
+_LOG_EVERY_SECS = flags.DEFINE_float("log_every_secs", 20.0, "Progress logging interval within an epoch (seconds > 0).")
 _EXPORT_DIR = flags.DEFINE_string(
-    "export_dir", None,
-    "If set, export the marked outputs of forward_step of the final checkpoint as a SavedModel here "
-    "(returnn_rc.export.export_saved_model). Checked before training: it must not exist, be empty, or (with "
-    "--overwrite_export) hold an earlier export.")
-_OVERWRITE_EXPORT = flags.DEFINE_bool("overwrite_export", False, "Allow --export_dir to replace an earlier export "
-                                      "(only an export is replaced; anything else is refused).")
+  "export_dir",
+  None,
+  "If set, export the marked outputs of forward_step of the final checkpoint as a SavedModel here "
+  "(returnn_rc.export.export_saved_model). Checked before training: it must not exist, be empty, or (with "
+  "--overwrite_export) hold an earlier export.",
+)
+_OVERWRITE_EXPORT = flags.DEFINE_bool(
+  "overwrite_export",
+  False,
+  "Allow --export_dir to replace an earlier export (only an export is replaced; anything else is refused).",
+)
 _NUM_WORKERS = flags.DEFINE_integer(
-    "num_workers", 1, "Start this many local worker processes (MultiWorkerMirroredStrategy, free localhost ports); "
-    "1: one process, no distribution (or the TF_CONFIG of the environment: one worker of a cluster).", lower_bound=1)
+  "num_workers",
+  1,
+  "Start this many local worker processes (MultiWorkerMirroredStrategy, free localhost ports); "
+  "1: one process, no distribution (or the TF_CONFIG of the environment: one worker of a cluster).",
+  lower_bound=1,
+)
 _WORKER_TIMEOUT = flags.DEFINE_float(
-    "worker_timeout_secs", 60.0, "Several workers: deadline of one step (a Session.run with collectives), seconds; "
-    "a worker that died or hangs stops the others after it.")
+  "worker_timeout_secs",
+  60.0,
+  "Several workers: deadline of one step (a Session.run with collectives), seconds; "
+  "a worker that died or hangs stops the others after it.",
+)
 _WORKER_STARTUP_TIMEOUT = flags.DEFINE_float(
-    "worker_startup_timeout_secs", 300.0, "Several workers: deadline of the first step (all workers come up).")
+  "worker_startup_timeout_secs", 300.0, "Several workers: deadline of the first step (all workers come up)."
+)
 _FAULT_FOR_TESTS = flags.DEFINE_string(
-    "fault_for_tests", None, "Tests only: 'W:S:exit' or 'W:S:hang' makes worker W exit (code 3) or hang before its "
-    "train step S (counted from 0 in this process).")
+  "fault_for_tests",
+  None,
+  "Tests only: 'W:S:exit' or 'W:S:hang' makes worker W exit (code 3) or hang before its "
+  "train step S (counted from 0 in this process).",
+)
 flags.adopt_module_key_flags(train_options)  # data from files, optimizer, clipping, accumulation, schedule, best-N
 
 
@@ -123,6 +171,7 @@ def _fault_hook(spec, worker_index):
 def _launch(argv, num_workers, config_checks):
   """Runs ``num_workers`` local workers of this program; returns the exit code (0: all succeeded)."""
   from returnn_rc.engine import distributed  # pylint: disable=import-outside-toplevel
+
   config_checks()
   ports = distributed.free_ports(num_workers)
   workers = [f"localhost:{p}" for p in ports]
@@ -135,8 +184,14 @@ def _launch(argv, num_workers, config_checks):
       log = open(os.path.join(logdir, f"worker{i}.log"), "w+b")  # pylint: disable=consider-using-with
       logs.append(log)
       cmd = [sys.executable, os.path.abspath(__file__)] + argv[1:] + ["--num_workers=1"]
-      procs.append(subprocess.Popen(cmd, env=env, stdout=None if i == 0 else subprocess.DEVNULL,  # pylint: disable=consider-using-with
-                                    stderr=log))
+      procs.append(
+        subprocess.Popen(
+          cmd,
+          env=env,
+          stdout=None if i == 0 else subprocess.DEVNULL,  # pylint: disable=consider-using-with
+          stderr=log,
+        )
+      )
     logging.info("started %d workers (pids %s) on %s", num_workers, [p.pid for p in procs], workers)
     failed, stop_at = [], None
     while any(p.poll() is None for p in procs):
@@ -149,8 +204,13 @@ def _launch(argv, num_workers, config_checks):
       if stop_at is not None and time.time() > stop_at:
         for i, p in enumerate(procs):
           if p.poll() is None:
-            failed.append((i, f"worker {i} (pid {p.pid}, {workers[i]}) still ran {grace:.0f}s after a worker "
-                              f"failed (it hangs?): killed"))
+            failed.append(
+              (
+                i,
+                f"worker {i} (pid {p.pid}, {workers[i]}) still ran {grace:.0f}s after a worker "
+                f"failed (it hangs?): killed",
+              )
+            )
             p.kill()
             p.wait()
       time.sleep(0.2)
@@ -174,6 +234,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   tf.get_logger().setLevel("ERROR")  # TF's deprecation warnings of the v1 API
   try:
     module = graph_names.load(_GRAPH.value)
@@ -185,16 +246,28 @@ def main(argv):
   name = engine.graph_name_of(module)
   train_dir = _TRAIN_DIR.value or os.path.join("train_dir", name)
   config = engine.EngineConfig(
-      train_dir=train_dir, num_epochs=_NUM_EPOCHS.value, batch_size=_BATCH_SIZE.value,
-      learning_rate=_LEARNING_RATE.value, lr_control_loss=_LR_CONTROL_LOSS.value, lr_decay=_LR_DECAY.value,
-      seed=_SEED.value, xla=_XLA.value, pad_to_bucket_boundary=_PAD_TO_BUCKET_BOUNDARY.value, fresh=_FRESH.value,
-      keep_checkpoints=_KEEP_CHECKPOINTS.value, log_every_secs=_LOG_EVERY_SECS.value, max_seqs=_MAX_SEQS.value,
-      **train_options.engine_config_kwargs())
+    train_dir=train_dir,
+    num_epochs=_NUM_EPOCHS.value,
+    batch_size=_BATCH_SIZE.value,
+    learning_rate=_LEARNING_RATE.value,
+    lr_control_loss=_LR_CONTROL_LOSS.value,
+    lr_decay=_LR_DECAY.value,
+    seed=_SEED.value,
+    xla=_XLA.value,
+    pad_to_bucket_boundary=_PAD_TO_BUCKET_BOUNDARY.value,
+    fresh=_FRESH.value,
+    keep_checkpoints=_KEEP_CHECKPOINTS.value,
+    log_every_secs=_LOG_EVERY_SECS.value,
+    max_seqs=_MAX_SEQS.value,
+    **train_options.engine_config_kwargs(),
+  )
+
   def config_checks():
     try:  # every check before anything is written (and before any worker starts)
       config.validate()
       if _NUM_WORKERS.value > 1:
         from returnn_rc.engine import distributed  # pylint: disable=import-outside-toplevel
+
         distributed.check_num_workers(_NUM_WORKERS.value, config.batch_size)
     except (TypeError, ValueError) as exc:
       raise app.UsageError(str(exc)) from None
@@ -206,11 +279,13 @@ def main(argv):
   distribution = None
   if os.environ.get("TF_CONFIG"):
     from returnn_rc.engine import distributed  # pylint: disable=import-outside-toplevel
+
     try:
       cluster = distributed.parse_tf_config()
       distributed.check_num_workers(cluster.num_workers, config.batch_size)
-      distribution = distributed.multi_worker(cluster, timeout_secs=_WORKER_TIMEOUT.value,
-                                              startup_timeout_secs=_WORKER_STARTUP_TIMEOUT.value)
+      distribution = distributed.multi_worker(
+        cluster, timeout_secs=_WORKER_TIMEOUT.value, startup_timeout_secs=_WORKER_STARTUP_TIMEOUT.value
+      )
     except ValueError as exc:
       raise app.UsageError(str(exc)) from None
   is_chief = distribution is None or distribution.is_chief
@@ -227,9 +302,16 @@ def main(argv):
   fault = _fault_hook(_FAULT_FOR_TESTS.value, 0 if distribution is None else distribution.worker_index)
   hooks = make_hooks if fault is None else (lambda tg: list(make_hooks(tg)) + [fault])
   with engine.Engine(module, config, hooks=hooks, distribution=distribution) as eng:
-    logging.info("graph %s: %d train / %d dev sequences; train_dir %s; losses %s (errors %s); lr control on %r",
-                 name, eng.num_seqs["train"], eng.num_seqs["dev"], os.path.abspath(train_dir),
-                 eng.loss_names, eng.error_names, eng.lr_control.loss_name)
+    logging.info(
+      "graph %s: %d train / %d dev sequences; train_dir %s; losses %s (errors %s); lr control on %r",
+      name,
+      eng.num_seqs["train"],
+      eng.num_seqs["dev"],
+      os.path.abspath(train_dir),
+      eng.loss_names,
+      eng.error_names,
+      eng.lr_control.loss_name,
+    )
     try:
       eng.train()
     except engine.WorkerLostError as exc:
@@ -244,11 +326,14 @@ def main(argv):
     if eng.best_checkpoint():
       print(f"best checkpoint by {eng.best_checkpoint_loss}: {eng.best_checkpoint()}")
     print(f"\n{name}: per-epoch figures (Σ summed / Σ inv_norm per loss)\n{eng.table()}")
-    print(f"wall time {time.time() - start:.1f}s; checkpoint {checkpoint}; TensorBoard: "
-          f"tensorboard --logdir {os.path.abspath(train_dir)}")
+    print(
+      f"wall time {time.time() - start:.1f}s; checkpoint {checkpoint}; TensorBoard: "
+      f"tensorboard --logdir {os.path.abspath(train_dir)}"
+    )
   if _EXPORT_DIR.value and is_chief:
-    export_saved_model(module, checkpoint_path=checkpoint, export_dir=_EXPORT_DIR.value,
-                       overwrite=_OVERWRITE_EXPORT.value)
+    export_saved_model(
+      module, checkpoint_path=checkpoint, export_dir=_EXPORT_DIR.value, overwrite=_OVERWRITE_EXPORT.value
+    )
     print(f"exported SavedModel to {_EXPORT_DIR.value}")
 
 

@@ -22,8 +22,16 @@ from returnn_rc.engine.train_graph import TrainGraph, TrainGraphConfig, build_tr
 from returnn_rc.graph_module import check_graph_module, graph_name_of, load_graph_module
 
 __all__ = [
-    "Distribution",
-    "WorkerLostError",
-    "Engine", "EngineConfig", "NonFiniteLossError", "TrainGraph", "TrainGraphConfig", "build_train_graph",
-    "check_graph_module", "dense_gradients", "graph_name_of", "load_graph_module",
+  "Distribution",
+  "WorkerLostError",
+  "Engine",
+  "EngineConfig",
+  "NonFiniteLossError",
+  "TrainGraph",
+  "TrainGraphConfig",
+  "build_train_graph",
+  "check_graph_module",
+  "dense_gradients",
+  "graph_name_of",
+  "load_graph_module",
 ]

@@ -70,8 +70,10 @@ class BestCheckpoints:
       with open(self.state_path, encoding="utf-8") as f:
         state = json.load(f)
       if state.get("loss") != loss_name:
-        raise ValueError(f"{self.dir!r} keeps the best checkpoints by loss {state.get('loss')!r}, this run ranks "
-                         f"by {loss_name!r}; use the same best_checkpoint_loss or another train dir")
+        raise ValueError(
+          f"{self.dir!r} keeps the best checkpoints by loss {state.get('loss')!r}, this run ranks "
+          f"by {loss_name!r}; use the same best_checkpoint_loss or another train dir"
+        )
       self.entries = list(state.get("entries", []))
 
   @property
@@ -90,7 +92,7 @@ class BestCheckpoints:
     ranked = [e for e in self.entries if e["epoch"] != epoch]
     candidate = {"epoch": int(epoch), "figure": float(figure), "checkpoint": os.path.basename(checkpoint_path)}
     ranked = sorted(ranked + [candidate], key=lambda e: (e["figure"], e["epoch"]))
-    kept, dropped = ranked[:self.keep], ranked[self.keep:]
+    kept, dropped = ranked[: self.keep], ranked[self.keep :]
     if candidate not in kept:
       return False
     os.makedirs(self.dir, exist_ok=True)
@@ -103,8 +105,10 @@ class BestCheckpoints:
     self.entries = kept
     _write_json_atomic(self.state_path, {"loss": self.loss_name, "entries": self.entries})
     tf.compat.v1.train.update_checkpoint_state(
-        self.dir, self.entries[0]["checkpoint"],
-        all_model_checkpoint_paths=[e["checkpoint"] for e in reversed(self.entries)])
+      self.dir,
+      self.entries[0]["checkpoint"],
+      all_model_checkpoint_paths=[e["checkpoint"] for e in reversed(self.entries)],
+    )
     still = {f for e in kept for f in e.get("files", [])}
     for entry in dropped:
       for name in entry.get("files", []):

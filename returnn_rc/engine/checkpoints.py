@@ -49,7 +49,9 @@ EVENTS_SUFFIX = ".returnn_rc"
 _CKPT_NAME = re.compile(r"^" + PREFIX + r"\.(\d{3,})$")
 _DATA = r"data-\d{5}-of-\d{5}"
 # Exactly the names the engine (and TensorFlow on its behalf) writes into a train dir.
-_OWN_FILES = [re.compile(p) for p in (
+_OWN_FILES = [
+  re.compile(p)
+  for p in (
     r"^checkpoint$",
     r"^train_state\.json$",
     r"^" + PREFIX + r"\.\d{3,}\.(index|" + _DATA + r")$",
@@ -57,7 +59,8 @@ _OWN_FILES = [re.compile(p) for p in (
     r"^checkpoint\.tmp[0-9a-f]{32}$",  # TF's temporary state file
     r"^\.train_state\.json\.[A-Za-z0-9_]+\.tmp$",  # ours (_write_json_atomic)
     r"^events\.out\.tfevents\.\d+\..+" + re.escape(EVENTS_SUFFIX) + r"$",
-)]
+  )
+]
 _TEMP_FILES = [p for p in _OWN_FILES if "tempstate" in p.pattern or "tmp" in p.pattern]
 
 
@@ -151,9 +154,9 @@ class CheckpointDir:
     found = []
     for name in self._names():
       if name.endswith(".index") and os.path.isfile(os.path.join(self.train_dir, name)):
-        m = _CKPT_NAME.match(name[:-len(".index")])
+        m = _CKPT_NAME.match(name[: -len(".index")])
         if m:
-          found.append((int(m.group(1)), os.path.join(self.train_dir, name[:-len(".index")])))
+          found.append((int(m.group(1)), os.path.join(self.train_dir, name[: -len(".index")])))
     return sorted(found)
 
   def _has_checkpoint_files(self) -> bool:
@@ -167,8 +170,9 @@ class CheckpointDir:
     state = tf.compat.v1.train.get_checkpoint_state(self.train_dir)  # None for garbage (TF logs why)
     if state is None:
       return [], "not a checkpoint state"
-    names = list(state.all_model_checkpoint_paths) or ([state.model_checkpoint_path]
-                                                        if state.model_checkpoint_path else [])
+    names = list(state.all_model_checkpoint_paths) or (
+      [state.model_checkpoint_path] if state.model_checkpoint_path else []
+    )
     if not names:
       return [], "it lists no checkpoint"
     return [os.path.basename(n) for n in names], None
@@ -202,13 +206,16 @@ class CheckpointDir:
     foreign = [n for n in listed if not _CKPT_NAME.match(n)]
     if foreign:
       raise ValueError(
-          f"train_dir {self.train_dir!r} holds checkpoint(s) {foreign} (listed in its {CHECKPOINT_STATE_FILE!r} "
-          f"file) that returnn_rc's engine did not write (its names are {PREFIX}.<epoch>); use another "
-          f"train_dir")
+        f"train_dir {self.train_dir!r} holds checkpoint(s) {foreign} (listed in its {CHECKPOINT_STATE_FILE!r} "
+        f"file) that returnn_rc's engine did not write (its names are {PREFIX}.<epoch>); use another "
+        f"train_dir"
+      )
     warnings: List[str] = []
     if listed_problem:
-      warnings.append(f"the checkpoint state file {CHECKPOINT_STATE_FILE!r} is unreadable ({listed_problem}); "
-                      f"the checkpoints were found by their file names")
+      warnings.append(
+        f"the checkpoint state file {CHECKPOINT_STATE_FILE!r} is unreadable ({listed_problem}); "
+        f"the checkpoints were found by their file names"
+      )
     found_names = {os.path.basename(p) for _, p in found}
     for name in listed:
       if name not in found_names:
@@ -236,8 +243,10 @@ class CheckpointDir:
         continue
       warnings += [f"checkpoint {b} does not restore; skipped" for b in broken]
       if state_problem is not None:
-        warnings.append(f"{STATE_FILE} is unusable ({state_problem}): the graph name is not checked and the "
-                        f"history of the epochs before is lost (it is written anew with the next checkpoint)")
+        warnings.append(
+          f"{STATE_FILE} is unusable ({state_problem}): the graph name is not checked and the "
+          f"history of the epochs before is lost (it is written anew with the next checkpoint)"
+        )
         state = {}
       for w in warnings:
         logging.warning("train_dir %s: %s; resuming from %s", self.train_dir, w, name)
@@ -246,16 +255,19 @@ class CheckpointDir:
       raise self._another_model(graph_problem, STATE_FILE)
     problems = broken + warnings
     raise RuntimeError(
-        f"train_dir {self.train_dir!r} holds checkpoint files but no checkpoint restores: " +
-        ("; ".join(problems) if problems else "none has an .index file") +
-        ". Nothing was changed. To resume, restore the files (e.g. from a backup); to start over, pass "
-        "fresh=True (--fresh: deletes only the engine's files there) or use another train_dir")
+      f"train_dir {self.train_dir!r} holds checkpoint files but no checkpoint restores: "
+      + ("; ".join(problems) if problems else "none has an .index file")
+      + ". Nothing was changed. To resume, restore the files (e.g. from a backup); to start over, pass "
+      "fresh=True (--fresh: deletes only the engine's files there) or use another train_dir"
+    )
 
   def _another_model(self, problems: List[str], source: str) -> ValueError:
     return ValueError(
-        f"train_dir {self.train_dir!r} holds the checkpoint of another model: " + "; ".join(problems) +
-        f" (found in {source}). Use another train_dir (or fresh=True / --fresh to delete the engine's files there "
-        f"and start over)")
+      f"train_dir {self.train_dir!r} holds the checkpoint of another model: "
+      + "; ".join(problems)
+      + f" (found in {source}). Use another train_dir (or fresh=True / --fresh to delete the engine's files there "
+      f"and start over)"
+    )
 
   # --- writing ----------------------------------------------------------------------------------
 
@@ -279,18 +291,27 @@ class CheckpointDir:
     export). Written atomically by TensorFlow; no checkpoint file is touched."""
     epoch = int(_CKPT_NAME.match(os.path.basename(restored.path)).group(1))
     kept = [os.path.basename(p) for e, p in self.checkpoints() if e <= epoch]
-    tf.compat.v1.train.update_checkpoint_state(self.train_dir, os.path.basename(restored.path),
-                                               all_model_checkpoint_paths=kept)
+    tf.compat.v1.train.update_checkpoint_state(
+      self.train_dir, os.path.basename(restored.path), all_model_checkpoint_paths=kept
+    )
 
-  def save(self, session: tf.compat.v1.Session, saver: tf.compat.v1.train.Saver, *, epoch: int,
-           history: List[Dict[str, Any]]) -> str:
+  def save(
+    self, session: tf.compat.v1.Session, saver: tf.compat.v1.train.Saver, *, epoch: int, history: List[Dict[str, Any]]
+  ) -> str:
     """Saves the checkpoint of ``epoch`` (see the module docstring for the order); returns its prefix."""
-    _write_json_atomic(self.state_path, {
-        "graph": self.graph_name, "variables": {k: s for k, (s, _) in self.var_specs.items()}, "epoch": epoch,
-        "history": history})
+    _write_json_atomic(
+      self.state_path,
+      {
+        "graph": self.graph_name,
+        "variables": {k: s for k, (s, _) in self.var_specs.items()},
+        "epoch": epoch,
+        "history": history,
+      },
+    )
     with session.graph.as_default():  # the v1 Saver checks for graph mode
-      return saver.save(session, os.path.join(self.train_dir, checkpoint_name(epoch)), write_meta_graph=False,
-                        write_state=True)
+      return saver.save(
+        session, os.path.join(self.train_dir, checkpoint_name(epoch)), write_meta_graph=False, write_state=True
+      )
 
   def delete_own_files(self) -> List[str]:
     """Deletes the engine's files (see the module docstring: exact names only); returns their names.

@@ -61,28 +61,32 @@ def check_data(template: TensorDict, seqs: Sequence[Seq], *, what: str) -> None:
     for name, tmpl in template.items():
       if name not in seq:
         raise ValueError(
-            f"{what}: sequence {i} has no input {name!r} of extern_data; it has {sorted(seq)}, "
-            f"extern_data expects {list(template)}")
+          f"{what}: sequence {i} has no input {name!r} of extern_data; it has {sorted(seq)}, "
+          f"extern_data expects {list(template)}"
+        )
       arr = np.asarray(seq[name])
       want_rank = tmpl.batch_ndim - 1
       if arr.ndim != want_rank:
         raise ValueError(
-            f"{what}: sequence {i}, input {name!r}: rank {arr.ndim} (shape {arr.shape}) but extern_data "
-            f"{tmpl} expects rank {want_rank} per sequence (its dims without the batch dim)")
+          f"{what}: sequence {i}, input {name!r}: rank {arr.ndim} (shape {arr.shape}) but extern_data "
+          f"{tmpl} expects rank {want_rank} per sequence (its dims without the batch dim)"
+        )
       if arr.dtype.name != tmpl.dtype:
         raise TypeError(
-            f"{what}: sequence {i}, input {name!r}: dtype {arr.dtype.name} but extern_data {tmpl} "
-            f"expects {tmpl.dtype}")
+          f"{what}: sequence {i}, input {name!r}: dtype {arr.dtype.name} but extern_data {tmpl} expects {tmpl.dtype}"
+        )
       for axis, (d, size) in enumerate(zip(tmpl.dims[1:], arr.shape), start=1):
         if d.is_static() and d.dimension != size:
           raise ValueError(
-              f"{what}: sequence {i}, input {name!r}: axis {axis} ({d}) has size {size}, expected {d.dimension}")
+            f"{what}: sequence {i}, input {name!r}: axis {axis} ({d}) has size {size}, expected {d.dimension}"
+          )
         if d.is_dynamic():
           prev = dim_lens.setdefault(id(d), size)
           if prev != size:
             raise ValueError(
-                f"{what}: sequence {i}, input {name!r}: dynamic dim {d} has length {size} here but "
-                f"{prev} in another input sharing it")
+              f"{what}: sequence {i}, input {name!r}: dynamic dim {d} has length {size} here but "
+              f"{prev} in another input sharing it"
+            )
 
 
 def _input_specs(template: TensorDict) -> Dict[str, tf.TensorSpec]:
@@ -144,8 +148,16 @@ def epoch_order(num_seqs: int, *, seed: int, epoch: int, shuffle: bool) -> np.nd
   return np.random.default_rng([int(seed), int(epoch)]).permutation(num_seqs)
 
 
-def make_dataset(template: TensorDict, seqs: Sequence[Seq], *, batch_size: int, order_seed: tf.Tensor,
-                 shuffle: bool, seed: int, pad_to_bucket_boundary: bool = False) -> tf.data.Dataset:
+def make_dataset(
+  template: TensorDict,
+  seqs: Sequence[Seq],
+  *,
+  batch_size: int,
+  order_seed: tf.Tensor,
+  shuffle: bool,
+  seed: int,
+  pad_to_bucket_boundary: bool = False,
+) -> tf.data.Dataset:
   """Length-bucketed, padded batches of ``seqs`` (see the module docstring for the element format).
 
   Args:
@@ -181,12 +193,19 @@ def make_dataset(template: TensorDict, seqs: Sequence[Seq], *, batch_size: int, 
   if length_key is not None:
     name, axis = length_key.rsplit(":size", 1)
     counts = np.bincount([arr[name].shape[int(axis) - 1] for arr in arrays])
-  return _bucketed_batches(ds, template, counts, batch_size=batch_size,
-                           pad_to_bucket_boundary=pad_to_bucket_boundary).prefetch(2)
+  return _bucketed_batches(
+    ds, template, counts, batch_size=batch_size, pad_to_bucket_boundary=pad_to_bucket_boundary
+  ).prefetch(2)
 
 
-def _bucketed_batches(ds: tf.data.Dataset, template: TensorDict, length_counts: Optional[np.ndarray], *,
-                      batch_size: int, pad_to_bucket_boundary: bool) -> tf.data.Dataset:
+def _bucketed_batches(
+  ds: tf.data.Dataset,
+  template: TensorDict,
+  length_counts: Optional[np.ndarray],
+  *,
+  batch_size: int,
+  pad_to_bucket_boundary: bool,
+) -> tf.data.Dataset:
   """Sequences → padded batches of at most ``batch_size``, bucketed by the length key's value
   (bounds from the histogram ``length_counts``; plain batches if the template has no dynamic dim)."""
   specs = _input_specs(template)
@@ -198,9 +217,12 @@ def _bucketed_batches(ds: tf.data.Dataset, template: TensorDict, length_counts: 
   if pad_to_bucket_boundary and bounds[-1] <= max_len:
     bounds.append(max_len + 1)  # every length must lie below the last bound
   return ds.bucket_by_sequence_length(
-      element_length_func=lambda elem: elem[length_key], bucket_boundaries=bounds,
-      bucket_batch_sizes=[batch_size] * (len(bounds) + 1),
-      padded_shapes={key: spec.shape for key, spec in specs.items()}, pad_to_bucket_boundary=pad_to_bucket_boundary)
+    element_length_func=lambda elem: elem[length_key],
+    bucket_boundaries=bounds,
+    bucket_batch_sizes=[batch_size] * (len(bounds) + 1),
+    padded_shapes={key: spec.shape for key, spec in specs.items()},
+    pad_to_bucket_boundary=pad_to_bucket_boundary,
+  )
 
 
 def extern_data_from_batch(template: TensorDict, batch: Mapping[str, tf.Tensor]) -> TensorDict:
@@ -217,8 +239,9 @@ def extern_data_from_batch(template: TensorDict, batch: Mapping[str, tf.Tensor])
     for axis, d in enumerate(tmpl.dims):
       if d.is_dynamic() and d.dyn_size is None:
         d.dyn_size = batch[size_key(name, axis)]
-    out[name] = Tensor(name, tmpl.dims, tmpl.dtype, raw_tensor=batch[name], sparse_dim=tmpl.sparse_dim,
-                       feature_dim=tmpl.feature_dim)
+    out[name] = Tensor(
+      name, tmpl.dims, tmpl.dtype, raw_tensor=batch[name], sparse_dim=tmpl.sparse_dim, feature_dim=tmpl.feature_dim
+    )
   return out
 
 
@@ -280,22 +303,27 @@ def _with_sizes(template: TensorDict, seq: Mapping[str, tf.Tensor]) -> Dict[str,
 def _check_hook_spec(template: TensorDict, ds: tf.data.Dataset, what: str) -> None:
   spec = ds.element_spec
   if not isinstance(spec, Mapping):
-    raise TypeError(f"{what}: {DATASET_HOOK} must return a dataset of dicts {{input name: tensor}}, got elements "
-                    f"{spec}")
+    raise TypeError(
+      f"{what}: {DATASET_HOOK} must return a dataset of dicts {{input name: tensor}}, got elements {spec}"
+    )
   missing = [name for name in template if name not in spec]
   if missing:
-    raise ValueError(f"{what}: the elements of {DATASET_HOOK} lack extern_data input(s) {missing}; they have "
-                     f"{sorted(spec)}")
+    raise ValueError(
+      f"{what}: the elements of {DATASET_HOOK} lack extern_data input(s) {missing}; they have {sorted(spec)}"
+    )
   for name, tmpl in template.items():
     want = tf.TensorShape([d.dimension if d.is_static() else None for d in tmpl.dims[1:]])
     got = spec[name]
     if got.dtype != tf.as_dtype(tmpl.dtype) or not want.is_compatible_with(got.shape):
-      raise ValueError(f"{what}: {DATASET_HOOK} yields {name!r} as {got.dtype.name} {got.shape}, extern_data "
-                       f"expects {tmpl.dtype} {want} (one sequence, no batch axis)")
+      raise ValueError(
+        f"{what}: {DATASET_HOOK} yields {name!r} as {got.dtype.name} {got.shape}, extern_data "
+        f"expects {tmpl.dtype} {want} (one sequence, no batch axis)"
+      )
 
 
-def _read_serialized(files: tf.data.Dataset, template: TensorDict, *, num_files: int,
-                     skip_corrupt: bool) -> tf.data.Dataset:
+def _read_serialized(
+  files: tf.data.Dataset, template: TensorDict, *, num_files: int, skip_corrupt: bool
+) -> tf.data.Dataset:
   """Record files → their serialized sequence records (scalar strings), interleaved one record at a time.
   With ``skip_corrupt``, records that do not parse are dropped here (a per-record check)."""
 
@@ -303,9 +331,15 @@ def _read_serialized(files: tf.data.Dataset, template: TensorDict, *, num_files:
     ds = tf.data.TFRecordDataset(path, buffer_size=1 << 18).skip(1)  # record 0: the schema
     return ds.ignore_errors() if skip_corrupt else ds  # TF's reader ends a file at a corrupt record
 
-  ds = files.interleave(records_of, cycle_length=max(1, min(num_files, MAX_CYCLE_LENGTH)), block_length=1,
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = files.interleave(
+    records_of,
+    cycle_length=max(1, min(num_files, MAX_CYCLE_LENGTH)),
+    block_length=1,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
   if skip_corrupt:
+
     def check(record):
       with tf.control_dependencies([tf.size(v) for v in _records.parse_sequence(template, record).values()]):
         return tf.identity(record)
@@ -314,34 +348,51 @@ def _read_serialized(files: tf.data.Dataset, template: TensorDict, *, num_files:
   return ds
 
 
-def _read_records(files: tf.data.Dataset, template: TensorDict, *, num_files: int, skip_corrupt: bool,
-                  deterministic: bool = True) -> tf.data.Dataset:
+def _read_records(
+  files: tf.data.Dataset, template: TensorDict, *, num_files: int, skip_corrupt: bool, deterministic: bool = True
+) -> tf.data.Dataset:
   """Record files → parsed sequences, in the order of ``files``, interleaved one record at a time."""
 
   def records_of(path):
     ds = tf.data.TFRecordDataset(path, buffer_size=1 << 18).skip(1)  # record 0: the schema
     return ds.ignore_errors() if skip_corrupt else ds  # TF's reader ends a file at a corrupt record
 
-  ds = files.interleave(records_of, cycle_length=max(1, min(num_files, MAX_CYCLE_LENGTH)), block_length=1,
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-  ds = ds.map(lambda r: _records.parse_sequence(template, r), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=deterministic)
+  ds = files.interleave(
+    records_of,
+    cycle_length=max(1, min(num_files, MAX_CYCLE_LENGTH)),
+    block_length=1,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=deterministic,
+  )
+  ds = ds.map(
+    lambda r: _records.parse_sequence(template, r), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+  )
   return ds.ignore_errors() if skip_corrupt else ds
 
 
-def read_sequences(files: tf.data.Dataset, template: TensorDict, file_data: FileData, *,
-                   deterministic: bool = True) -> tf.data.Dataset:
+def read_sequences(
+  files: tf.data.Dataset, template: TensorDict, file_data: FileData, *, deterministic: bool = True
+) -> tf.data.Dataset:
   """The sequences of ``files`` (in their order): ``{name: [...], "<name>:size<axis>": int32}`` each."""
   if file_data.reader is None:
-    return _read_records(files, template, num_files=len(file_data.files), skip_corrupt=file_data.skip_corrupt,
-                         deterministic=deterministic)
+    return _read_records(
+      files, template, num_files=len(file_data.files), skip_corrupt=file_data.skip_corrupt, deterministic=deterministic
+    )
   ds = file_data.reader(files, extern_data=template)
-  return ds.map(lambda seq: _with_sizes(template, seq), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=deterministic)
+  return ds.map(
+    lambda seq: _with_sizes(template, seq), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+  )
 
 
-def scan_files(patterns: Any, template: TensorDict, *, what: str, graph_name: Optional[str] = None,
-               skip_corrupt: bool = False, reader: Optional[Callable[..., tf.data.Dataset]] = None) -> FileData:
+def scan_files(
+  patterns: Any,
+  template: TensorDict,
+  *,
+  what: str,
+  graph_name: Optional[str] = None,
+  skip_corrupt: bool = False,
+  reader: Optional[Callable[..., tf.data.Dataset]] = None,
+) -> FileData:
   """Lists, checks and reads once (in ``tf.data``, files in parallel) the files of one split.
 
   Record files: every file's schema record must match ``template``; every sequence record is
@@ -361,19 +412,26 @@ def scan_files(patterns: Any, template: TensorDict, *, what: str, graph_name: Op
       no sequence at all.
   """
   files = _records.list_files(patterns, what=what)
-  schema_sizes = None if reader is not None else _records.check_files(files, template, what=what,
-                                                                       graph_name=graph_name)
+  schema_sizes = None if reader is not None else _records.check_files(files, template, what=what, graph_name=graph_name)
   length_key = _length_key(template)
   counts = np.zeros([0], np.int64)
   per_file_seqs = np.zeros([len(files)], np.int64)
   per_file_bytes = np.zeros([len(files)], np.int64)
   with tf.Graph().as_default():
     if reader is not None:
-      ds = read_sequences(tf.data.Dataset.from_tensor_slices(files), template,
-                          FileData(files=files, num_seqs=0, length_counts=None, reader=reader))
+      ds = read_sequences(
+        tf.data.Dataset.from_tensor_slices(files),
+        template,
+        FileData(files=files, num_seqs=0, length_counts=None, reader=reader),
+      )
       _check_hook_spec(template, ds, what)
-      ds = ds.map(lambda seq: (tf.constant(0, tf.int64), tf.constant(0, tf.int64),
-                               seq[length_key] if length_key else tf.constant(0, tf.int32)))
+      ds = ds.map(
+        lambda seq: (
+          tf.constant(0, tf.int64),
+          tf.constant(0, tf.int64),
+          seq[length_key] if length_key else tf.constant(0, tf.int32),
+        )
+      )
       ds = ds.batch(_SCAN_BATCH)
     else:
       vectorized = _records.batch_parse_supported(template)
@@ -394,16 +452,20 @@ def scan_files(patterns: Any, template: TensorDict, *, what: str, graph_name: Op
       def scan_file(index, path):
         recs = tf.data.TFRecordDataset(path, buffer_size=1 << 18).skip(1).ignore_errors()
         if vectorized:  # a batch with a corrupt record is dropped: the file's bytes then do not add up
-          parsed = recs.batch(_SCAN_BATCH).map(stats, num_parallel_calls=tf.data.AUTOTUNE,
-                                               deterministic=False).ignore_errors()
+          parsed = (
+            recs.batch(_SCAN_BATCH).map(stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
+          )
         else:
           parsed = recs.map(stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
           parsed = parsed.batch(_SCAN_BATCH)
         return parsed.map(lambda nbytes, lengths: (tf.fill(tf.shape(nbytes), index), nbytes, lengths))
 
       ds = tf.data.Dataset.from_tensor_slices((np.arange(len(files), dtype=np.int64), files)).interleave(
-          scan_file, cycle_length=max(1, min(len(files), MAX_CYCLE_LENGTH)), num_parallel_calls=tf.data.AUTOTUNE,
-          deterministic=False)
+        scan_file,
+        cycle_length=max(1, min(len(files), MAX_CYCLE_LENGTH)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=False,
+      )
     nxt = tf.compat.v1.data.make_one_shot_iterator(ds.prefetch(2)).get_next()
     with tf.compat.v1.Session() as sess:
       while True:
@@ -414,8 +476,10 @@ def scan_files(patterns: Any, template: TensorDict, *, what: str, graph_name: Op
         except tf.errors.OpError as exc:
           if reader is None:
             raise
-          raise ValueError(f"{what}: the graph module's {DATASET_HOOK} failed while reading {patterns!r}: "
-                           f"{_records.error_summary(exc)}") from None
+          raise ValueError(
+            f"{what}: the graph module's {DATASET_HOOK} failed while reading {patterns!r}: "
+            f"{_records.error_summary(exc)}"
+          ) from None
         if reader is None:
           np.add.at(per_file_seqs, index, 1)
           np.add.at(per_file_bytes, index, nbytes)
@@ -425,20 +489,35 @@ def scan_files(patterns: Any, template: TensorDict, *, what: str, graph_name: Op
           hist = np.bincount(lengths)
           if len(hist) > len(counts):
             counts = np.pad(counts, [0, len(hist) - len(counts)])
-          counts[:len(hist)] += hist
+          counts[: len(hist)] += hist
   num_skipped = 0
   if reader is None:
-    num_skipped = _check_scanned(files, template, schema_sizes, per_file_seqs, per_file_bytes, what=what,
-                                 skip_corrupt=skip_corrupt)
+    num_skipped = _check_scanned(
+      files, template, schema_sizes, per_file_seqs, per_file_bytes, what=what, skip_corrupt=skip_corrupt
+    )
   num_seqs = int(per_file_seqs.sum())
   if num_seqs == 0:
     raise ValueError(f"{what}: the files {patterns!r} ({len(files)} file(s)) hold no sequence")
-  return FileData(files=files, num_seqs=num_seqs, length_counts=counts if length_key else None,
-                  num_skipped=num_skipped, skip_corrupt=skip_corrupt, reader=reader)
+  return FileData(
+    files=files,
+    num_seqs=num_seqs,
+    length_counts=counts if length_key else None,
+    num_skipped=num_skipped,
+    skip_corrupt=skip_corrupt,
+    reader=reader,
+  )
 
 
-def _check_scanned(files: Sequence[str], template: TensorDict, schema_sizes: Sequence[int], seqs: np.ndarray,
-                   nbytes: np.ndarray, *, what: str, skip_corrupt: bool) -> int:
+def _check_scanned(
+  files: Sequence[str],
+  template: TensorDict,
+  schema_sizes: Sequence[int],
+  seqs: np.ndarray,
+  nbytes: np.ndarray,
+  *,
+  what: str,
+  skip_corrupt: bool,
+) -> int:
   """Number of corrupt records, and ``seqs`` corrected to the valid ones (a file whose valid records do
   not add up to its size has corrupt ones; they are located in Python); ``ValueError`` naming the
   file and the record unless ``skip_corrupt``."""
@@ -451,9 +530,10 @@ def _check_scanned(files: Sequence[str], template: TensorDict, schema_sizes: Seq
     where = "; ".join(f"record {index} ({why})" for index, why in bad) or "a record that fails to parse in tf.data"
     if not skip_corrupt:
       raise ValueError(
-          f"{what}: record file {path!r} has corrupt records: {where} (record 0 is the schema record); "
-          f"{valid} of its records are valid. Rewrite the file, or pass skip_corrupt_records=True "
-          f"(--skip_corrupt_records) to skip corrupt records")
+        f"{what}: record file {path!r} has corrupt records: {where} (record 0 is the schema record); "
+        f"{valid} of its records are valid. Rewrite the file, or pass skip_corrupt_records=True "
+        f"(--skip_corrupt_records) to skip corrupt records"
+      )
     frames, complete = _records.count_frames(path)
     lost = max(frames - 1 - valid, 1)
     tail = "" if complete else " and an unreadable tail"
@@ -476,8 +556,16 @@ def epoch_seeds(seed: int, order_seed: tf.Tensor) -> tf.Tensor:
 WINDOW_BATCHES = 64
 
 
-def _window_batches(serialized: tf.data.Dataset, template: TensorDict, length_counts: Optional[np.ndarray], *,
-                    batch_size: int, shuffle: bool, seeds: tf.Tensor, pad_to_bucket_boundary: bool) -> tf.data.Dataset:
+def _window_batches(
+  serialized: tf.data.Dataset,
+  template: TensorDict,
+  length_counts: Optional[np.ndarray],
+  *,
+  batch_size: int,
+  shuffle: bool,
+  seeds: tf.Tensor,
+  pad_to_bucket_boundary: bool,
+) -> tf.data.Dataset:
   """Serialized sequence records → padded batches, bucketed by length within windows, parsed per batch.
 
   Per window of ``WINDOW_BATCHES * batch_size`` records (in arrival order): each record goes to its
@@ -517,24 +605,36 @@ def _window_batches(serialized: tf.data.Dataset, template: TensorDict, length_co
     ends = tf.concat([starts[1:], [n]], 0)
     pads = tf.gather(tf.constant(pad_lens, tf.int32), tf.gather(sorted_bucket, starts))
     if shuffle:
-      key = tf.random.stateless_uniform([tf.shape(starts)[0]], seed=tf.stack([seeds[1], index]),
-                                        dtype=tf.float32)
+      key = tf.random.stateless_uniform([tf.shape(starts)[0]], seed=tf.stack([seeds[1], index]), dtype=tf.float32)
       perm = tf.argsort(key, stable=True)
       starts, ends, pads = tf.gather(starts, perm), tf.gather(ends, perm), tf.gather(pads, perm)
     return tf.gather(records, order), starts, ends, pads
 
   def batches_of(records, starts, ends, pads):
     return tf.data.Dataset.from_tensor_slices((starts, ends, pads)).map(
-        lambda start, end, pad: (records[start:end], pad))
+      lambda start, end, pad: (records[start:end], pad)
+    )
 
   ds = serialized.batch(window).enumerate().map(plan).flat_map(batches_of)
-  return ds.map(lambda records, pad: _records.parse_batch(template, records, pad),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.map(
+    lambda records, pad: _records.parse_batch(template, records, pad),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
 
 
-def make_file_dataset(template: TensorDict, file_data: FileData, *, batch_size: int, order_seed: tf.Tensor,
-                      shuffle: bool, seed: int, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-                      pad_to_bucket_boundary: bool = False, max_seqs: Optional[int] = None) -> tf.data.Dataset:
+def make_file_dataset(
+  template: TensorDict,
+  file_data: FileData,
+  *,
+  batch_size: int,
+  order_seed: tf.Tensor,
+  shuffle: bool,
+  seed: int,
+  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+  pad_to_bucket_boundary: bool = False,
+  max_seqs: Optional[int] = None,
+) -> tf.data.Dataset:
   """Length-bucketed, padded batches of the sequences in ``file_data``'s files (the module docstring's format).
 
   Per epoch (``order_seed`` fed at iterator initialisation): the files in an order drawn from
@@ -575,16 +675,24 @@ def make_file_dataset(template: TensorDict, file_data: FileData, *, batch_size: 
       ds = ds.take(max_seqs)
     if shuffle:
       ds = ds.shuffle(shuffle_buffer, seed=seeds[1], reshuffle_each_iteration=False)
-    ds = _window_batches(ds, template, file_data.length_counts, batch_size=batch_size, shuffle=shuffle, seeds=seeds,
-                         pad_to_bucket_boundary=pad_to_bucket_boundary)
+    ds = _window_batches(
+      ds,
+      template,
+      file_data.length_counts,
+      batch_size=batch_size,
+      shuffle=shuffle,
+      seeds=seeds,
+      pad_to_bucket_boundary=pad_to_bucket_boundary,
+    )
     return ds.prefetch(2)
   ds = read_sequences(files, template, file_data)
   if max_seqs is not None:
     ds = ds.take(max_seqs)
   if shuffle:
     ds = ds.shuffle(shuffle_buffer, seed=seeds[1], reshuffle_each_iteration=False)
-  return _bucketed_batches(ds, template, file_data.length_counts, batch_size=batch_size,
-                           pad_to_bucket_boundary=pad_to_bucket_boundary).prefetch(2)
+  return _bucketed_batches(
+    ds, template, file_data.length_counts, batch_size=batch_size, pad_to_bucket_boundary=pad_to_bucket_boundary
+  ).prefetch(2)
 
 
 # --- workers ----------------------------------------------------------------------------------------

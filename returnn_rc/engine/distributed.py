@@ -77,8 +77,10 @@ def parse_tf_config(text: Optional[str] = None) -> ClusterSpec:
   try:
     cfg = json.loads(text)
   except ValueError as exc:
-    raise ValueError(f"{what} is not valid JSON ({exc}): {text[:200]!r}; expected "
-                     '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}') from None
+    raise ValueError(
+      f"{what} is not valid JSON ({exc}): {text[:200]!r}; expected "
+      '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}'
+    ) from None
   if not isinstance(cfg, dict) or not isinstance(cfg.get("cluster"), dict):
     raise ValueError(f"{what} must be a JSON object with a 'cluster' object, got {text[:200]!r}")
   cluster, task = cfg["cluster"], cfg.get("task")
@@ -98,8 +100,7 @@ def parse_tf_config(text: Optional[str] = None) -> ClusterSpec:
     raise ValueError(f"{what}: task must be {{'type': 'worker', 'index': i}}, got {task!r}")
   index = task.get("index")
   if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(workers):
-    raise ValueError(f"{what}: task.index must be an int in [0, {len(workers)}) (the number of workers), "
-                     f"got {index!r}")
+    raise ValueError(f"{what}: task.index must be an int in [0, {len(workers)}) (the number of workers), got {index!r}")
   return ClusterSpec(workers=list(workers), index=index)
 
 
@@ -111,8 +112,10 @@ def check_port_free(address: str) -> None:
     try:
       sock.bind(("", port))
     except OSError as exc:
-      raise ValueError(f"worker address {address!r}: port {port} is in use ({exc.strerror}); choose a free port "
-                       f"(tools/train.py --num_workers=N picks free ones)") from None
+      raise ValueError(
+        f"worker address {address!r}: port {port} is in use ({exc.strerror}); choose a free port "
+        f"(tools/train.py --num_workers=N picks free ones)"
+      ) from None
 
 
 def free_ports(n: int) -> List[int]:
@@ -148,8 +151,10 @@ def unreachable_peers(cluster: ClusterSpec, *, timeout: float = 1.0) -> List[str
 def check_num_workers(num_replicas: int, batch_size: int) -> None:
   """``ValueError`` if there are more replicas than sequences in a batch (a replica would never get data)."""
   if num_replicas > batch_size:
-    raise ValueError(f"{num_replicas} workers (replicas) but batch_size={batch_size}: every replica needs at least "
-                     f"one sequence of a full batch; use batch_size >= {num_replicas} or fewer workers")
+    raise ValueError(
+      f"{num_replicas} workers (replicas) but batch_size={batch_size}: every replica needs at least "
+      f"one sequence of a full batch; use batch_size >= {num_replicas} or fewer workers"
+    )
 
 
 @dataclasses.dataclass
@@ -198,8 +203,9 @@ class Distribution:
     dead = unreachable_peers(self.cluster) if self.cluster is not None else []
     peers = f"unreachable: {', '.join(dead)}" if dead else "every peer still accepts connections (one hangs?)"
     return WorkerLostError(
-        f"{self.describe()}: {where}: a collective did not complete within {self.timeout_secs:g}s "
-        f"({type(exc).__name__}): another worker died or hangs ({peers}); training stopped")
+      f"{self.describe()}: {where}: a collective did not complete within {self.timeout_secs:g}s "
+      f"({type(exc).__name__}): another worker died or hangs ({peers}); training stopped"
+    )
 
 
 def _check_timeouts(timeout_secs: float, startup_timeout_secs: float) -> None:
@@ -208,8 +214,12 @@ def _check_timeouts(timeout_secs: float, startup_timeout_secs: float) -> None:
       raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
 
 
-def multi_worker(cluster: Optional[ClusterSpec] = None, *, timeout_secs: float = DEFAULT_TIMEOUT_SECS,
-                 startup_timeout_secs: float = DEFAULT_STARTUP_TIMEOUT_SECS) -> Distribution:
+def multi_worker(
+  cluster: Optional[ClusterSpec] = None,
+  *,
+  timeout_secs: float = DEFAULT_TIMEOUT_SECS,
+  startup_timeout_secs: float = DEFAULT_STARTUP_TIMEOUT_SECS,
+) -> Distribution:
   """Starts this worker's server and its ``MultiWorkerMirroredStrategy`` (graph mode).
 
   Args:
@@ -231,14 +241,29 @@ def multi_worker(cluster: Optional[ClusterSpec] = None, *, timeout_secs: float =
   # TF's multi-worker tests: a cluster may hang without enough inter-op threads.
   config.inter_op_parallelism_threads = max(config.inter_op_parallelism_threads, cluster.num_workers + 1)
   try:
-    server = tf.distribute.Server(tf.train.ClusterSpec({"worker": cluster.workers}), job_name="worker",
-                                  task_index=cluster.index, protocol="grpc", config=config, start=True)
+    server = tf.distribute.Server(
+      tf.train.ClusterSpec({"worker": cluster.workers}),
+      job_name="worker",
+      task_index=cluster.index,
+      protocol="grpc",
+      config=config,
+      start=True,
+    )
   except tf.errors.UnknownError as exc:  # the port was taken between the check and the start
-    raise ValueError(f"worker address {cluster.workers[cluster.index]!r}: could not start the server "
-                     f"({exc.message})") from None
-  return Distribution(strategy=strategy, target=server.target, session_config=config, worker_index=cluster.index,
-                      num_workers=cluster.num_workers, cluster=cluster, timeout_secs=timeout_secs,
-                      startup_timeout_secs=startup_timeout_secs, server=server)
+    raise ValueError(
+      f"worker address {cluster.workers[cluster.index]!r}: could not start the server ({exc.message})"
+    ) from None
+  return Distribution(
+    strategy=strategy,
+    target=server.target,
+    session_config=config,
+    worker_index=cluster.index,
+    num_workers=cluster.num_workers,
+    cluster=cluster,
+    timeout_secs=timeout_secs,
+    startup_timeout_secs=startup_timeout_secs,
+    server=server,
+  )
 
 
 def mirrored(devices: Sequence[str], *, session_config: Optional[tf.compat.v1.ConfigProto] = None) -> Distribution:

@@ -151,20 +151,31 @@ class EngineConfig:
     _check_int("keep_best_checkpoints", self.keep_best_checkpoints, minimum=0)
     _check_int("shuffle_buffer", self.shuffle_buffer, minimum=1)
     if self.best_checkpoint_loss is not None and (
-        not isinstance(self.best_checkpoint_loss, str) or not self.best_checkpoint_loss):
+      not isinstance(self.best_checkpoint_loss, str) or not self.best_checkpoint_loss
+    ):
       raise ValueError(f"best_checkpoint_loss must be None or a loss name, got {self.best_checkpoint_loss!r}")
     self.train_graph_config()  # checks the update and schedule options
 
   def train_graph_config(self) -> TrainGraphConfig:
     """The options of the training graph (:func:`returnn_rc.engine.train_graph.build_train_graph`)."""
-    return TrainGraphConfig(seed=self.seed, learning_rate=self.learning_rate, lr_control_loss=self.lr_control_loss,
-                            lr_decay=self.lr_decay, lr_decay_threshold=self.lr_decay_threshold, xla=self.xla,
-                            max_to_keep=self.keep_checkpoints, optimizer=self.optimizer,
-                            weight_decay=self.weight_decay, momentum=self.momentum,
-                            grad_clip_global_norm=self.grad_clip_global_norm,
-                            accum_grad_multiple_step=self.accum_grad_multiple_step,
-                            lr_warmup_steps=self.lr_warmup_steps, lr_schedule=self.lr_schedule,
-                            lr_schedule_steps=self.lr_schedule_steps, lr_schedule_rate=self.lr_schedule_rate)
+    return TrainGraphConfig(
+      seed=self.seed,
+      learning_rate=self.learning_rate,
+      lr_control_loss=self.lr_control_loss,
+      lr_decay=self.lr_decay,
+      lr_decay_threshold=self.lr_decay_threshold,
+      xla=self.xla,
+      max_to_keep=self.keep_checkpoints,
+      optimizer=self.optimizer,
+      weight_decay=self.weight_decay,
+      momentum=self.momentum,
+      grad_clip_global_norm=self.grad_clip_global_norm,
+      accum_grad_multiple_step=self.accum_grad_multiple_step,
+      lr_warmup_steps=self.lr_warmup_steps,
+      lr_schedule=self.lr_schedule,
+      lr_schedule_steps=self.lr_schedule_steps,
+      lr_schedule_rate=self.lr_schedule_rate,
+    )
 
 
 def _check_int(name: str, value: Any, *, minimum: int, maximum: Optional[int] = None) -> None:
@@ -204,17 +215,24 @@ class Engine:
     RuntimeError: checkpoints in ``train_dir`` of which none restores.
   """
 
-  def __init__(self, graph_module: Any, config: EngineConfig, *, train_data: Optional[Sequence] = None,
-               dev_data: Optional[Sequence] = None,
-               hooks: Union[None, Sequence[SessionRunHook], Callable[[Any], Sequence[SessionRunHook]]] = None,
-               distribution: Optional[_distributed.Distribution] = None):
+  def __init__(
+    self,
+    graph_module: Any,
+    config: EngineConfig,
+    *,
+    train_data: Optional[Sequence] = None,
+    dev_data: Optional[Sequence] = None,
+    hooks: Union[None, Sequence[SessionRunHook], Callable[[Any], Sequence[SessionRunHook]]] = None,
+    distribution: Optional[_distributed.Distribution] = None,
+  ):
     if not isinstance(config, EngineConfig):
       raise TypeError(f"config must be an EngineConfig, got {type(config).__name__}")
     config.validate()
     if distribution is not None:
       if not isinstance(distribution, _distributed.Distribution):
-        raise TypeError(f"distribution must be a returnn_rc.engine.distributed.Distribution, got "
-                        f"{type(distribution).__name__}")
+        raise TypeError(
+          f"distribution must be a returnn_rc.engine.distributed.Distribution, got {type(distribution).__name__}"
+        )
       _distributed.check_num_workers(distribution.num_replicas, config.batch_size)
     self.distribution = distribution
     #: Whether this process writes to train_dir (the chief, or a single process).
@@ -230,12 +248,19 @@ class Engine:
     for split, given, patterns in (("train", train_data, config.train_data), ("dev", dev_data, config.dev_data)):
       if patterns is not None:
         if given is not None:
-          raise ValueError(f"{split} data given twice: as a list of sequences and as files "
-                           f"EngineConfig.{split}_data={patterns!r}; give one")
+          raise ValueError(
+            f"{split} data given twice: as a list of sequences and as files "
+            f"EngineConfig.{split}_data={patterns!r}; give one"
+          )
         template = _graph_module.extern_data_template(graph_module)
         self._files[split] = _data.scan_files(
-            patterns, template, what=f"graph {self.graph_name!r} {split} data", graph_name=self.graph_name,
-            skip_corrupt=config.skip_corrupt_records, reader=_data.dataset_hook(graph_module))
+          patterns,
+          template,
+          what=f"graph {self.graph_name!r} {split} data",
+          graph_name=self.graph_name,
+          skip_corrupt=config.skip_corrupt_records,
+          reader=_data.dataset_hook(graph_module),
+        )
     if train_data is None and "train" not in self._files:
       train_data = _graph_module.default_data(graph_module, "train")
     self._train_data = _as_list(train_data, "train_data") if train_data is not None else []
@@ -243,8 +268,8 @@ class Engine:
       dev_data = _graph_module.default_data(graph_module, "dev") if hasattr(graph_module, "default_data") else []
     self._dev_data = _as_list(dev_data, "dev_data") if dev_data is not None else []
     if config.max_seqs is not None:
-      self._train_data = self._train_data[:config.max_seqs]
-      self._dev_data = self._dev_data[:max(1, config.max_seqs // 10)]
+      self._train_data = self._train_data[: config.max_seqs]
+      self._dev_data = self._dev_data[: max(1, config.max_seqs // 10)]
     self.history: List[EpochResult] = []
     self._checkpoint_path: Optional[str] = None
     self._iterator_user = 0  # which loop / generator last initialised the input iterator
@@ -265,8 +290,9 @@ class Engine:
           logging.info("fresh start: deleted the engine's files in %s: %s", self._ckpt.train_dir, deleted)
         delete_best(config.train_dir)
       if config.keep_best_checkpoints and config.save_checkpoints and self.is_chief:
-        self._best = BestCheckpoints(config.train_dir, keep=config.keep_best_checkpoints,
-                                     loss_name=self.best_checkpoint_loss)
+        self._best = BestCheckpoints(
+          config.train_dir, keep=config.keep_best_checkpoints, loss_name=self.best_checkpoint_loss
+        )
       restored = self._restore_or_init(fresh=config.fresh)
       if self.is_chief:
         self._ckpt.prepare()
@@ -275,8 +301,11 @@ class Engine:
         self._ckpt.recover_rotation(self._saver)
       self._hooks.after_create_session(self._session)
       with self.graph.as_default():  # the v1 FileWriter refuses eager mode; it adds no ops
-        self._writer = (SummaryWriter(self._ckpt.train_dir, filename_suffix=checkpoints.EVENTS_SUFFIX)
-                        if self.is_chief else _NoWriter())
+        self._writer = (
+          SummaryWriter(self._ckpt.train_dir, filename_suffix=checkpoints.EVENTS_SUFFIX)
+          if self.is_chief
+          else _NoWriter()
+        )
     except BaseException:
       self._session.close()
       self._closed = True
@@ -298,17 +327,24 @@ class Engine:
         self._order_seed = tf.compat.v1.placeholder(tf.int64, (), name="epoch_order_seed")
         datasets = {}
         for split, seqs in (("train", self._train_data), ("dev", self._dev_data)):
-          opts = dict(batch_size=cfg.batch_size, order_seed=self._order_seed, shuffle=split == "train", seed=cfg.seed,
-                      pad_to_bucket_boundary=cfg.pad_to_bucket_boundary)
+          opts = dict(
+            batch_size=cfg.batch_size,
+            order_seed=self._order_seed,
+            shuffle=split == "train",
+            seed=cfg.seed,
+            pad_to_bucket_boundary=cfg.pad_to_bucket_boundary,
+          )
           if split in self._files:
             max_seqs = cfg.max_seqs if split == "train" or cfg.max_seqs is None else max(1, cfg.max_seqs // 10)
-            datasets[split] = _data.make_file_dataset(template, self._files[split], shuffle_buffer=cfg.shuffle_buffer,
-                                                      max_seqs=max_seqs, **opts)
+            datasets[split] = _data.make_file_dataset(
+              template, self._files[split], shuffle_buffer=cfg.shuffle_buffer, max_seqs=max_seqs, **opts
+            )
           elif seqs:
             datasets[split] = _data.make_dataset(template, seqs, **opts)
         train_ds = datasets["train"]
         iterator = tf.compat.v1.data.Iterator.from_structure(
-            tf.compat.v1.data.get_output_types(train_ds), tf.compat.v1.data.get_output_shapes(train_ds))
+          tf.compat.v1.data.get_output_types(train_ds), tf.compat.v1.data.get_output_shapes(train_ds)
+        )
         self._iter_init = {split: iterator.make_initializer(ds) for split, ds in datasets.items()}
         batch = iterator.get_next()
       if self.distribution is None:
@@ -316,8 +352,9 @@ class Engine:
         self.train_graph = tg = build_train_graph(self.module, extern_data, cfg.train_graph_config())
       else:
         global_batch = GlobalBatch(template=lambda: _graph_module.extern_data_template(self.module), batch=batch)
-        self.train_graph = tg = build_train_graph(self.module, global_batch, cfg.train_graph_config(),
-                                                  strategy=self.distribution.strategy)
+        self.train_graph = tg = build_train_graph(
+          self.module, global_batch, cfg.train_graph_config(), strategy=self.distribution.strategy
+        )
       self.graph_state = tg.graph_state
       self.loss_names, self.error_names = tg.loss_names, tg.error_names
       self.lr_control = tg.lr_control
@@ -350,15 +387,27 @@ class Engine:
     self.completed_epoch = self.graph_state.get_epoch(self._session)
     history = restored.state.get("history", [])
     try:
-      self.history = [EpochResult.from_json(h) for h in history
-                      if isinstance(h, Mapping) and isinstance(h.get("epoch"), int)
-                      and h["epoch"] <= self.completed_epoch]
+      self.history = [
+        EpochResult.from_json(h)
+        for h in history
+        if isinstance(h, Mapping) and isinstance(h.get("epoch"), int) and h["epoch"] <= self.completed_epoch
+      ]
     except (TypeError, ValueError) as exc:  # a hand-edited train_state.json: the history is only for the table
-      logging.warning("train_dir %s: the history in %s is unreadable (%s); it starts anew", self._ckpt.train_dir,
-                      checkpoints.STATE_FILE, exc)
+      logging.warning(
+        "train_dir %s: the history in %s is unreadable (%s); it starts anew",
+        self._ckpt.train_dir,
+        checkpoints.STATE_FILE,
+        exc,
+      )
       self.history = []
-    logging.info("resumed %s from %s: epoch %d done, step %d, learning rate %.4g", self.graph_name, restored.path,
-                 self.completed_epoch, self.step, self.lr_control.get(self._session))
+    logging.info(
+      "resumed %s from %s: epoch %d done, step %d, learning rate %.4g",
+      self.graph_name,
+      restored.path,
+      self.completed_epoch,
+      self.step,
+      self.lr_control.get(self._session),
+    )
     return restored
 
   @property
@@ -412,13 +461,19 @@ class Engine:
         self.history = []
       self._rollback = False
     if self.completed_epoch >= last:
-      logging.info("%s: already trained %d epochs (asked for %d); nothing to do", self.graph_name,
-                   self.completed_epoch, last)
+      logging.info(
+        "%s: already trained %d epochs (asked for %d); nothing to do", self.graph_name, self.completed_epoch, last
+      )
     for epoch in range(self.completed_epoch + 1, last + 1):
       result = self._train_epoch(epoch)
       if result is None:
-        logging.info("epoch %d: a hook requested a stop at step %d; the epoch is incomplete and not checkpointed "
-                     "(the latest checkpoint is of epoch %d)", epoch, self.step, self.completed_epoch)
+        logging.info(
+          "epoch %d: a hook requested a stop at step %d; the epoch is incomplete and not checkpointed "
+          "(the latest checkpoint is of epoch %d)",
+          epoch,
+          self.step,
+          self.completed_epoch,
+        )
         self._rollback = True
         break
       if "dev" in self._iter_init:
@@ -434,13 +489,20 @@ class Engine:
       self.history.append(result)
       self.completed_epoch = epoch
       if self.config.save_checkpoints and self.is_chief:
-        self._checkpoint_path = self._ckpt.save(self._session, self._saver, epoch=epoch,
-                                                history=[h.to_json() for h in self.history])
+        self._checkpoint_path = self._ckpt.save(
+          self._session, self._saver, epoch=epoch, history=[h.to_json() for h in self.history]
+        )
         if self._best is not None:
           self._best.update(self._checkpoint_path, epoch=epoch, figure=figures[self.best_checkpoint_loss])
-      logging.info("epoch %d done: %d steps in %.1fs (%.1f steps/s); train %s; dev %s", epoch, result.num_batches,
-                   result.seconds, result.steps_per_sec, _fmt_figures(result.train),
-                   _fmt_figures(result.dev))
+      logging.info(
+        "epoch %d done: %d steps in %.1fs (%.1f steps/s); train %s; dev %s",
+        epoch,
+        result.num_batches,
+        result.seconds,
+        result.steps_per_sec,
+        _fmt_figures(result.train),
+        _fmt_figures(result.dev),
+      )
     self._hooks.end(self._session)
     return self.history
 
@@ -458,8 +520,7 @@ class Engine:
     while True:
       try:
         with self._deadline(f"epoch {epoch}, step {step}"):
-          (_, fetched), stop = self._hooks.run(sess, [self._train_op, self._fetches], feed,
-                                               options=self._run_options())
+          (_, fetched), stop = self._hooks.run(sess, [self._train_op, self._fetches], feed, options=self._run_options())
       except tf.errors.OutOfRangeError:
         break
       self._check_finite(fetched, epoch=epoch, step=step, batch=acc.num_batches)
@@ -470,23 +531,39 @@ class Engine:
       if stop:
         return None
       logging.log_every_n_seconds(
-          logging.INFO, "epoch %d: step %d, %d batches, %.1f steps/s; so far %s", self.config.log_every_secs,
-          epoch, step, acc.num_batches, acc.num_batches / max(time.time() - start, 1e-9), _fmt_figures(acc.figures()))
+        logging.INFO,
+        "epoch %d: step %d, %d batches, %.1f steps/s; so far %s",
+        self.config.log_every_secs,
+        epoch,
+        step,
+        acc.num_batches,
+        acc.num_batches / max(time.time() - start, 1e-9),
+        _fmt_figures(acc.figures()),
+      )
     if not acc.num_batches:
       raise RuntimeError(f"epoch {epoch}: the train data yielded no batch")
     sess.run(self.train_graph.flush_op)  # gradients accumulated since the last update (accumulation)
     seconds = time.time() - start
-    return EpochResult(epoch=epoch, step=step, learning_rate=lr, train=acc.figures(), dev={},
-                       num_batches=acc.num_batches, steps_per_sec=acc.num_batches / max(seconds, 1e-9),
-                       seconds=seconds, batch_figures=batch_figures)
+    return EpochResult(
+      epoch=epoch,
+      step=step,
+      learning_rate=lr,
+      train=acc.figures(),
+      dev={},
+      num_batches=acc.num_batches,
+      steps_per_sec=acc.num_batches / max(seconds, 1e-9),
+      seconds=seconds,
+      batch_figures=batch_figures,
+    )
 
   def _check_finite(self, fetched, *, epoch: int, step: int, batch: int) -> None:
     for name, (summed, inv_norm) in fetched.items():
       if not (math.isfinite(float(summed)) and math.isfinite(float(inv_norm))):
         raise NonFiniteLossError(
-            f"loss {name!r} is not finite (summed={float(summed)}, inv_norm={float(inv_norm)}) in epoch {epoch}, "
-            f"step {step} (batch {batch} of the epoch); training stopped, no checkpoint written for epoch "
-            f"{epoch} (latest checkpoint: {self._checkpoint_path})")
+          f"loss {name!r} is not finite (summed={float(summed)}, inv_norm={float(inv_norm)}) in epoch {epoch}, "
+          f"step {step} (batch {batch} of the epoch); training stopped, no checkpoint written for epoch "
+          f"{epoch} (latest checkpoint: {self._checkpoint_path})"
+        )
 
   def evaluate(self, split: str = "dev") -> Dict[str, float]:
     """Figures (loss name → Σ summed / Σ inv_norm) over ``split`` with the train flag off; no train op."""
@@ -540,8 +617,9 @@ class Engine:
       self._check_open()
       if self._iterator_user != token:
         raise RuntimeError(
-            f"the engine's input iterator was re-initialised (by train, evaluate or forward) while this iteration "
-            f"over split {split!r} was not finished; start it again (e.g. call forward({split!r}) anew)")
+          f"the engine's input iterator was re-initialised (by train, evaluate or forward) while this iteration "
+          f"over split {split!r} was not finished; start it again (e.g. call forward({split!r}) anew)"
+        )
       try:
         with self._deadline(f"split {split!r}"):
           fetched = self._session.run(fetches, feed_dict=feed, options=self._run_options())
@@ -566,10 +644,15 @@ class Engine:
       return
     try:
       yield
-    except (tf.errors.DeadlineExceededError, tf.errors.CancelledError, tf.errors.AbortedError,
-            tf.errors.UnavailableError) as exc:
+    except (
+      tf.errors.DeadlineExceededError,
+      tf.errors.CancelledError,
+      tf.errors.AbortedError,
+      tf.errors.UnavailableError,
+    ) as exc:
       raise self.distribution.lost_error(
-          exc, where=f"{where} (no checkpoint of this epoch written; the latest is {self._checkpoint_path})") from exc
+        exc, where=f"{where} (no checkpoint of this epoch written; the latest is {self._checkpoint_path})"
+      ) from exc
 
   # --- misc -------------------------------------------------------------------------------------
 

@@ -56,8 +56,10 @@ class Evaluation:
   def table(self) -> str:
     """A plain-text table: loss, Σ summed, Σ inv_norm, figure (``(err)`` marks ``as_error`` losses)."""
     cols = ["loss", "summed", "inv_norm", "figure"]
-    rows = [[f"{name}(err)" if v["as_error"] else name, f"{v['summed']:.6g}", f"{v['inv_norm']:.6g}",
-             f"{v['figure']:.6f}"] for name, v in self.losses.items()]
+    rows = [
+      [f"{name}(err)" if v["as_error"] else name, f"{v['summed']:.6g}", f"{v['inv_norm']:.6g}", f"{v['figure']:.6f}"]
+      for name, v in self.losses.items()
+    ]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths)))]
     lines += ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in rows]
@@ -71,14 +73,28 @@ def model_saver(variables: Sequence[tf.Variable], path: str) -> tf.compat.v1.tra
   :mod:`returnn_rc.checkpoint_compat`). Build it before ``graph.finalize()``."""
   trainable = set(tf.compat.v1.trainable_variables())
   optional = [v.op.name for v in variables if v not in trainable]
-  reader = checkpoint_compat.check_checkpoint(path, checkpoint_compat.variable_specs(variables),
-                                              what="the graph's model", optional=optional, allow_unexpected=True)
+  reader = checkpoint_compat.check_checkpoint(
+    path,
+    checkpoint_compat.variable_specs(variables),
+    what="the graph's model",
+    optional=optional,
+    allow_unexpected=True,
+  )
   return tf.compat.v1.train.Saver(var_list={v.op.name: v for v in variables if reader.has_tensor(v.op.name)})
 
 
-def evaluate_checkpoint(module: Any, checkpoint: str, *, data: Union[None, str, Sequence[str]] = None,
-                        seqs: Optional[Sequence] = None, split: str = "dev", batch_size: int = 32, seed: int = 42,
-                        skip_corrupt_records: bool = False, max_seqs: Optional[int] = None) -> Evaluation:
+def evaluate_checkpoint(
+  module: Any,
+  checkpoint: str,
+  *,
+  data: Union[None, str, Sequence[str]] = None,
+  seqs: Optional[Sequence] = None,
+  split: str = "dev",
+  batch_size: int = 32,
+  seed: int = 42,
+  skip_corrupt_records: bool = False,
+  max_seqs: Optional[int] = None,
+) -> Evaluation:
   """Exact figures of every loss of ``module`` restored from ``checkpoint``.
 
   Args:
@@ -101,8 +117,14 @@ def evaluate_checkpoint(module: Any, checkpoint: str, *, data: Union[None, str, 
   if data is not None:
     if seqs is not None:
       raise ValueError("give data (files) or seqs, not both")
-    files = _data.scan_files(data, template, what=f"graph {name!r} evaluation data", graph_name=name,
-                             skip_corrupt=skip_corrupt_records, reader=_data.dataset_hook(module))
+    files = _data.scan_files(
+      data,
+      template,
+      what=f"graph {name!r} evaluation data",
+      graph_name=name,
+      skip_corrupt=skip_corrupt_records,
+      reader=_data.dataset_hook(module),
+    )
     what = str(data)
   else:
     what = "sequences" if seqs is not None else f"default_data({split!r})"
@@ -142,10 +164,22 @@ def evaluate_checkpoint(module: Any, checkpoint: str, *, data: Union[None, str, 
   losses: Dict[str, Dict[str, Any]] = {}
   for loss_name in tg.loss_names:
     summed, inv_norm = totals.get(loss_name, (0.0, 0.0))
-    losses[loss_name] = {"summed": summed, "inv_norm": inv_norm, "figure": ratio(summed, inv_norm),
-                         "as_error": loss_name in tg.error_names}
+    losses[loss_name] = {
+      "summed": summed,
+      "inv_norm": inv_norm,
+      "figure": ratio(summed, inv_norm),
+      "as_error": loss_name in tg.error_names,
+    }
     if not math.isfinite(losses[loss_name]["figure"]):
-      raise ValueError(f"loss {loss_name!r} of checkpoint {path!r} is not finite on {what}: summed={summed}, "
-                       f"inv_norm={inv_norm}")
-  return Evaluation(graph=name, checkpoint=path, data=what, num_seqs=num_seqs, num_batches=acc.num_batches,
-                    losses=losses, skipped_records=files.num_skipped if files is not None else 0)
+      raise ValueError(
+        f"loss {loss_name!r} of checkpoint {path!r} is not finite on {what}: summed={summed}, inv_norm={inv_norm}"
+      )
+  return Evaluation(
+    graph=name,
+    checkpoint=path,
+    data=what,
+    num_seqs=num_seqs,
+    num_batches=acc.num_batches,
+    losses=losses,
+    skipped_records=files.num_skipped if files is not None else 0,
+  )

@@ -71,15 +71,21 @@ class HookRunner:
     for hook in self.hooks:
       hook.end(session)
 
-  def run(self, session: tf.compat.v1.Session, fetches: Any, feed_dict: Dict[Any, Any],
-          options: Optional[tf.compat.v1.RunOptions] = None) -> Tuple[Any, bool]:
+  def run(
+    self,
+    session: tf.compat.v1.Session,
+    fetches: Any,
+    feed_dict: Dict[Any, Any],
+    options: Optional[tf.compat.v1.RunOptions] = None,
+  ) -> Tuple[Any, bool]:
     """``(session.run(fetches, feed_dict) results, whether a hook requested a stop)``, with the hooks'
     requests merged into the same ``Session.run`` (and with the caller's ``options``, e.g. a deadline).
     ``RuntimeError`` if two parties feed one tensor."""
     if not self.hooks:
       return session.run(fetches, feed_dict=feed_dict, options=options), False
     context = tf.compat.v1.train.SessionRunContext(
-        original_args=tf.compat.v1.train.SessionRunArgs(fetches, feed_dict), session=session)
+      original_args=tf.compat.v1.train.SessionRunArgs(fetches, feed_dict), session=session
+    )
     feeds = dict(feed_dict)
     hook_fetches: Dict[int, Any] = {}
     options = [options] if options is not None else []
@@ -88,8 +94,10 @@ class HookRunner:
       if request is None:
         continue
       if not isinstance(request, tf.compat.v1.train.SessionRunArgs):
-        raise TypeError(f"{type(hook).__name__}.before_run must return a tf.compat.v1.train.SessionRunArgs or "
-                        f"None, got {type(request).__name__}")
+        raise TypeError(
+          f"{type(hook).__name__}.before_run must return a tf.compat.v1.train.SessionRunArgs or "
+          f"None, got {type(request).__name__}"
+        )
       if request.fetches is not None:
         hook_fetches[i] = request.fetches
       for key, value in (request.feed_dict or {}).items():
@@ -100,9 +108,14 @@ class HookRunner:
         options.append(request.options)
     run_options = _merge_options(options)
     run_metadata = tf.compat.v1.RunMetadata() if run_options is not None else None
-    results = session.run({"engine": fetches, "hooks": hook_fetches}, feed_dict=feeds, options=run_options,
-                          run_metadata=run_metadata)
+    results = session.run(
+      {"engine": fetches, "hooks": hook_fetches}, feed_dict=feeds, options=run_options, run_metadata=run_metadata
+    )
     for i, hook in enumerate(self.hooks):
-      hook.after_run(context, tf.compat.v1.train.SessionRunValues(
-          results=results["hooks"].get(i), options=run_options, run_metadata=run_metadata))
+      hook.after_run(
+        context,
+        tf.compat.v1.train.SessionRunValues(
+          results=results["hooks"].get(i), options=run_options, run_metadata=run_metadata
+        ),
+      )
     return results["engine"], context.stop_requested

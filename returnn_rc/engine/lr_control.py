@@ -44,11 +44,19 @@ class NewbobLR:
     self.rel_threshold = float(rel_threshold)
     with tf.compat.v1.variable_scope("lr_control"):
       self.lr_var = tf.compat.v1.get_variable(
-          "learning_rate", shape=(), dtype=tf.float32, trainable=False,
-          initializer=tf.compat.v1.constant_initializer(learning_rate))
+        "learning_rate",
+        shape=(),
+        dtype=tf.float32,
+        trainable=False,
+        initializer=tf.compat.v1.constant_initializer(learning_rate),
+      )
       self.prev_var = tf.compat.v1.get_variable(
-          "prev_figure", shape=(), dtype=tf.float64, trainable=False,
-          initializer=tf.compat.v1.constant_initializer(float("nan")))
+        "prev_figure",
+        shape=(),
+        dtype=tf.float64,
+        trainable=False,
+        initializer=tf.compat.v1.constant_initializer(float("nan")),
+      )
       self._lr_in = tf.compat.v1.placeholder(tf.float32, (), name="lr_in")
       self._prev_in = tf.compat.v1.placeholder(tf.float64, (), name="prev_in")
       self._assign = tf.group(self.lr_var.assign(self._lr_in), self.prev_var.assign(self._prev_in))

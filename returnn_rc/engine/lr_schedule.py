@@ -35,8 +35,9 @@ def check_schedule(*, schedule: str, warmup_steps: int, decay_steps: int, decay_
     raise ValueError(f"lr_schedule {schedule!r} needs lr_schedule_rate in (0, 1], got {decay_rate!r}")
 
 
-def schedule_factor(step: tf.Tensor, *, schedule: str = "constant", warmup_steps: int = 0, decay_steps: int = 0,
-                    decay_rate: float = 1.0) -> tf.Tensor:
+def schedule_factor(
+  step: tf.Tensor, *, schedule: str = "constant", warmup_steps: int = 0, decay_steps: int = 0, decay_rate: float = 1.0
+) -> tf.Tensor:
   """The factor ``warmup(step) * schedule(step)`` (float32 scalar) for the global step ``step`` (int64 scalar)."""
   check_schedule(schedule=schedule, warmup_steps=warmup_steps, decay_steps=decay_steps, decay_rate=decay_rate)
   with tf.name_scope("lr_schedule"):

@@ -61,8 +61,21 @@ FILE_SUFFIX = ".tfrecord"
 FRAME_OVERHEAD = 16
 
 #: dtypes ``tf.io.decode_raw`` can decode (the format stores raw bytes).
-SUPPORTED_DTYPES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "int64", "float16", "bfloat16", "float32",
-                    "float64", "complex64", "complex128")
+SUPPORTED_DTYPES = (
+  "bool",
+  "int8",
+  "uint8",
+  "int16",
+  "uint16",
+  "int32",
+  "int64",
+  "float16",
+  "bfloat16",
+  "float32",
+  "float64",
+  "complex64",
+  "complex128",
+)
 
 
 def value_key(name: str) -> str:
@@ -81,14 +94,20 @@ def schema_of(template: TensorDict, *, graph_name: Optional[str] = None) -> Dict
   inputs = []
   for name, tmpl in template.items():
     if tmpl.dtype not in SUPPORTED_DTYPES:
-      raise TypeError(f"extern_data {name!r}: dtype {tmpl.dtype} cannot be stored in record files; supported: "
-                      f"{list(SUPPORTED_DTYPES)}")
+      raise TypeError(
+        f"extern_data {name!r}: dtype {tmpl.dtype} cannot be stored in record files; supported: "
+        f"{list(SUPPORTED_DTYPES)}"
+      )
     dims = tmpl.dims[1:]
-    inputs.append({
-        "name": name, "dtype": tmpl.dtype, "shape": [d.dimension if d.is_static() else None for d in dims],
+    inputs.append(
+      {
+        "name": name,
+        "dtype": tmpl.dtype,
+        "shape": [d.dimension if d.is_static() else None for d in dims],
         "dims": [d.name for d in dims],
         "sparse_dim": None if tmpl.sparse_dim is None else tmpl.sparse_dim.dimension,
-    })
+      }
+    )
   schema: Dict[str, Any] = {"format": FORMAT, "version": VERSION, "inputs": inputs}
   if graph_name:
     schema["graph"] = graph_name
@@ -161,8 +180,9 @@ def encode_sequence(seq: Mapping[str, np.ndarray], schema: Mapping[str, Any]) ->
     if arr.dtype != dtype:
       raise TypeError(f"input {name!r}: dtype {arr.dtype} but the schema says {inp['dtype']}")
     if arr.ndim != len(inp["shape"]):
-      raise ValueError(f"input {name!r}: rank {arr.ndim} (shape {arr.shape}) but the schema's shape is "
-                       f"{inp['shape']} (no batch axis)")
+      raise ValueError(
+        f"input {name!r}: rank {arr.ndim} (shape {arr.shape}) but the schema's shape is {inp['shape']} (no batch axis)"
+      )
     for axis, (want, got) in enumerate(zip(inp["shape"], arr.shape)):
       if want is not None and want != got:
         raise ValueError(f"input {name!r}: axis {axis} has size {got}, the schema says {want}")
@@ -232,9 +252,16 @@ def shard_paths(output_dir: str, prefix: str, num_shards: int) -> List[str]:
   return [os.path.join(output_dir, f"{prefix}-{i:05d}-of-{num_shards:05d}{FILE_SUFFIX}") for i in range(num_shards)]
 
 
-def write_shards(output_dir: str, template: TensorDict, seqs: Iterable[Mapping[str, np.ndarray]], *,
-                 num_shards: int = 1, prefix: str = "data", graph_name: Optional[str] = None,
-                 overwrite: bool = False) -> List[str]:
+def write_shards(
+  output_dir: str,
+  template: TensorDict,
+  seqs: Iterable[Mapping[str, np.ndarray]],
+  *,
+  num_shards: int = 1,
+  prefix: str = "data",
+  graph_name: Optional[str] = None,
+  overwrite: bool = False,
+) -> List[str]:
   """Writes ``seqs`` round-robin into ``num_shards`` files (sequence ``i`` → shard ``i % num_shards``).
 
   Read back without shuffling, with all shards interleaved one record at a time, the sequences come
@@ -248,8 +275,10 @@ def write_shards(output_dir: str, template: TensorDict, seqs: Iterable[Mapping[s
   if not overwrite:
     existing = [p for p in paths if os.path.exists(p)]
     if existing:
-      raise ValueError(f"record files already exist: {existing[:3]}{' ...' if len(existing) > 3 else ''}; pass "
-                       f"overwrite=True (--overwrite) to replace them")
+      raise ValueError(
+        f"record files already exist: {existing[:3]}{' ...' if len(existing) > 3 else ''}; pass "
+        f"overwrite=True (--overwrite) to replace them"
+      )
   writers = [RecordWriter(p, template, graph_name=graph_name, overwrite=True) for p in paths]
   try:
     for i, seq in enumerate(seqs):
@@ -282,12 +311,16 @@ def list_files(patterns: Any, *, what: str = "data") -> List[str]:
   for pattern in patterns:
     matched = sorted(tf.io.gfile.glob(pattern))
     if not matched:
-      raise ValueError(f"{what}: no file matches {pattern!r} (expected record files written by "
-                       f"tools/make_dataset.py, e.g. 'data/train-*.tfrecord')")
+      raise ValueError(
+        f"{what}: no file matches {pattern!r} (expected record files written by "
+        f"tools/make_dataset.py, e.g. 'data/train-*.tfrecord')"
+      )
     for path in matched:
       if tf.io.gfile.isdir(path):
-        raise ValueError(f"{what}: {path!r} (matched by {pattern!r}) is a directory, expected record files; use a "
-                         f"glob such as '{os.path.join(path, '*' + FILE_SUFFIX)}'")
+        raise ValueError(
+          f"{what}: {path!r} (matched by {pattern!r}) is a directory, expected record files; use a "
+          f"glob such as '{os.path.join(path, '*' + FILE_SUFFIX)}'"
+        )
     files.extend(matched)
   return sorted(dict.fromkeys(files))
 
@@ -302,8 +335,10 @@ def _read_first_record(path: str) -> Tuple[Optional[bytes], Optional[str]]:
       return None, f"it is too short to hold a TFRecord ({len(header)} bytes)"
     (length,) = struct.unpack("<Q", header[:8])
     if length + FRAME_OVERHEAD > size:
-      return None, (f"its first 8 bytes give a record length of {length} bytes, more than the file's {size} bytes "
-                    f"(not a TFRecord file?)")
+      return None, (
+        f"its first 8 bytes give a record length of {length} bytes, more than the file's {size} bytes "
+        f"(not a TFRecord file?)"
+      )
     return f.read(length), None
 
 
@@ -316,8 +351,10 @@ def read_schema(path: str) -> Dict[str, Any]:
   if not os.path.isfile(path):
     raise ValueError(f"record file {path!r} does not exist or is not a file")
   if os.path.getsize(path) == 0:
-    raise ValueError(f"record file {path!r} is empty (0 bytes); expected a TFRecord file starting with a "
-                     f"{SCHEMA_KEY!r} schema record (write it with tools/make_dataset.py)")
+    raise ValueError(
+      f"record file {path!r} is empty (0 bytes); expected a TFRecord file starting with a "
+      f"{SCHEMA_KEY!r} schema record (write it with tools/make_dataset.py)"
+    )
   record, why = _read_first_record(path)
   if record is None:
     raise ValueError(f"record file {path!r} is not a TFRecord file of returnn_rc records: {why}")
@@ -329,9 +366,10 @@ def read_schema(path: str) -> Dict[str, Any]:
   if feature is None or len(feature.bytes_list.value) != 1:
     keys = [] if example is None else sorted(example.features.feature)
     raise ValueError(
-        f"record file {path!r} is a TFRecord file but its first record is not a returnn_rc schema record "
-        f"(an Example with feature {SCHEMA_KEY!r}; found features {keys[:6]}); see returnn_rc.engine.records for the "
-        f"format, or write the files with tools/make_dataset.py")
+      f"record file {path!r} is a TFRecord file but its first record is not a returnn_rc schema record "
+      f"(an Example with feature {SCHEMA_KEY!r}; found features {keys[:6]}); see returnn_rc.engine.records for the "
+      f"format, or write the files with tools/make_dataset.py"
+    )
   try:
     schema = json.loads(feature.bytes_list.value[0].decode("utf-8"))
   except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -341,8 +379,9 @@ def read_schema(path: str) -> Dict[str, Any]:
   return schema
 
 
-def check_files(files: Sequence[str], template: TensorDict, *, what: str = "data",
-                graph_name: Optional[str] = None) -> List[int]:
+def check_files(
+  files: Sequence[str], template: TensorDict, *, what: str = "data", graph_name: Optional[str] = None
+) -> List[int]:
   """Reads each file's schema and compares it to ``template``; returns each schema record's size in bytes.
 
   Raises ``ValueError`` naming the file for an empty file, a file of another format, or a file of
@@ -356,8 +395,9 @@ def check_files(files: Sequence[str], template: TensorDict, *, what: str = "data
     if problems:
       written = f" (written for graph {schema['graph']!r})" if schema.get("graph") else ""
       raise ValueError(
-          f"{what}: record file {path!r}{written} holds {_describe(schema)}, but graph "
-          f"{graph_name or '?'!r} expects {_describe(expected)}: " + "; ".join(problems))
+        f"{what}: record file {path!r}{written} holds {_describe(schema)}, but graph "
+        f"{graph_name or '?'!r} expects {_describe(expected)}: " + "; ".join(problems)
+      )
     sizes.append(len(schema_record(schema)))
   return sizes
 
@@ -391,13 +431,19 @@ def parse_sequence(template: TensorDict, serialized: tf.Tensor) -> Dict[str, tf.
       shape = parsed[shape_key(name)]
       for axis, (d, want) in enumerate(zip(dims, static)):
         if want is not None:
-          checks.append(tf.debugging.assert_equal(
-              shape[axis], tf.constant(want, tf.int64), message=f"record input {name!r} axis {axis}: static size"))
+          checks.append(
+            tf.debugging.assert_equal(
+              shape[axis], tf.constant(want, tf.int64), message=f"record input {name!r} axis {axis}: static size"
+            )
+          )
         else:
           prev = dim_lens.setdefault(id(d), shape[axis])
           if prev is not shape[axis]:
-            checks.append(tf.debugging.assert_equal(
-                prev, shape[axis], message=f"record input {name!r} axis {axis}: shared dynamic dim {d.name}"))
+            checks.append(
+              tf.debugging.assert_equal(
+                prev, shape[axis], message=f"record input {name!r} axis {axis}: shared dynamic dim {d.name}"
+              )
+            )
       with tf.control_dependencies(checks):
         value = tf.reshape(flat, shape)
       value = tf.ensure_shape(value, static)
@@ -429,8 +475,9 @@ def record_lengths(template: TensorDict, serialized: tf.Tensor, length_key: str)
   return tf.cast(shapes[shape_key(name)][:, int(axis) - 1], tf.int32)
 
 
-def parse_batch(template: TensorDict, serialized: tf.Tensor, pad_to: Optional[tf.Tensor] = None
-                ) -> Dict[str, tf.Tensor]:
+def parse_batch(
+  template: TensorDict, serialized: tf.Tensor, pad_to: Optional[tf.Tensor] = None
+) -> Dict[str, tf.Tensor]:
   """``[B]`` serialized sequence records → one padded batch ``{name: [B,T,...], "<name>:size1": [B]}``
   in one vectorized parse (graph ops; needs :func:`batch_parse_supported`).
 
@@ -456,28 +503,38 @@ def parse_batch(template: TensorDict, serialized: tf.Tensor, pad_to: Optional[tf
       shape = parsed[shape_key(name)]  # [B, rank]
       for axis, d in enumerate(dims):
         if d.is_static():
-          checks.append(tf.debugging.assert_equal(
-              shape[:, axis], tf.constant(d.dimension, tf.int64), message=f"record input {name!r} axis {axis}: "
-              f"static size"))
+          checks.append(
+            tf.debugging.assert_equal(
+              shape[:, axis],
+              tf.constant(d.dimension, tf.int64),
+              message=f"record input {name!r} axis {axis}: static size",
+            )
+          )
       count = tf.reduce_prod(shape, axis=1)
-      checks.append(tf.debugging.assert_equal(
-          tf.cast(tf.strings.length(values), tf.int64), count * itemsize,
-          message=f"record input {name!r}: byte count of the values != prod(shape) * {itemsize}"))
+      checks.append(
+        tf.debugging.assert_equal(
+          tf.cast(tf.strings.length(values), tf.int64),
+          count * itemsize,
+          message=f"record input {name!r}: byte count of the values != prod(shape) * {itemsize}",
+        )
+      )
     if dims and dims[0].is_dynamic():
       lens = shape[:, 0]
       prev = dim_lens.setdefault(id(dims[0]), lens)
       if prev is not lens:
-        checks.append(tf.debugging.assert_equal(prev, lens, message=f"record input {name!r}: shared dynamic dim "
-                                                f"{dims[0].name}"))
+        checks.append(
+          tf.debugging.assert_equal(prev, lens, message=f"record input {name!r}: shared dynamic dim {dims[0].name}")
+        )
       longest = tf.reduce_max(tf.concat([lens, [0]], 0))
       if pad_to is not None:
         longest = tf.where(pad_to >= 0, tf.cast(pad_to, tf.int64), longest)
       with tf.control_dependencies(checks):
-        flat = tf.io.decode_raw(values, dtype, little_endian=True,
-                                fixed_length=tf.cast(tf.maximum(longest * per_row, 1) * itemsize, tf.int32))
+        flat = tf.io.decode_raw(
+          values, dtype, little_endian=True, fixed_length=tf.cast(tf.maximum(longest * per_row, 1) * itemsize, tf.int32)
+        )
       batch = tf.shape(values, out_type=tf.int64)[:1]
       rest = tf.constant(static_rest, tf.int64, shape=[len(static_rest)])
-      value = tf.reshape(flat[:, :longest * per_row], tf.concat([batch, [longest], rest], 0))
+      value = tf.reshape(flat[:, : longest * per_row], tf.concat([batch, [longest], rest], 0))
       out[name] = tf.ensure_shape(value, [None, None] + static_rest)
       out[size_key(name, 1)] = tf.cast(lens, tf.int32)
     else:
@@ -520,8 +577,10 @@ def _check_record_py(record: bytes, template: TensorDict) -> Optional[str]:
       if got < 0 or (d.is_static() and d.dimension != got):
         return f"input {name!r} axis {axis} has size {got}, expected {d.dimension}"
       if d.is_dynamic() and dim_lens.setdefault(id(d), got) != got:
-        return (f"input {name!r} axis {axis}: dynamic dim {d.name!r} has length {got} here but "
-                f"{dim_lens[id(d)]} in another input sharing it")
+        return (
+          f"input {name!r} axis {axis}: dynamic dim {d.name!r} has length {got} here but "
+          f"{dim_lens[id(d)]} in another input sharing it"
+        )
     itemsize = np.dtype(tf.as_dtype(tmpl.dtype).as_numpy_dtype).itemsize
     nbytes = len(feats[value_key(name)].bytes_list.value[0])
     if nbytes != int(np.prod(shape, dtype=np.int64)) * itemsize:

@@ -105,10 +105,18 @@ class TrainGraphConfig:
   def check(self) -> None:
     """``ValueError`` naming the option for an unknown optimizer or schedule, or a value out of range."""
     _updates.check_update_options(
-        optimizer=self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum,
-        grad_clip_global_norm=self.grad_clip_global_norm, accum_grad_multiple_step=self.accum_grad_multiple_step)
-    _lr_schedule.check_schedule(schedule=self.lr_schedule, warmup_steps=self.lr_warmup_steps,
-                                decay_steps=self.lr_schedule_steps, decay_rate=self.lr_schedule_rate)
+      optimizer=self.optimizer,
+      weight_decay=self.weight_decay,
+      momentum=self.momentum,
+      grad_clip_global_norm=self.grad_clip_global_norm,
+      accum_grad_multiple_step=self.accum_grad_multiple_step,
+    )
+    _lr_schedule.check_schedule(
+      schedule=self.lr_schedule,
+      warmup_steps=self.lr_warmup_steps,
+      decay_steps=self.lr_schedule_steps,
+      decay_rate=self.lr_schedule_rate,
+    )
 
 
 @dataclasses.dataclass
@@ -209,8 +217,9 @@ def _replica_index(strategy) -> int:
 def _all_reduce_sum(values: Sequence[tf.Tensor]) -> List[tf.Tensor]:
   """The sums over the replicas of ``values`` (in a replica context), in one batched all-reduce; not
   differentiated through (the inputs' gradients are not needed: they are gradients or reported sums)."""
-  return list(tf.distribute.get_replica_context().all_reduce(
-      tf.distribute.ReduceOp.SUM, [tf.stop_gradient(v) for v in values]))
+  return list(
+    tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, [tf.stop_gradient(v) for v in values])
+  )
 
 
 def dense_gradients(grads_and_vars: Sequence[Tuple[Any, tf.Variable]]) -> List[Tuple[Any, tf.Variable]]:
@@ -225,8 +234,13 @@ def dense_gradients(grads_and_vars: Sequence[Tuple[Any, tf.Variable]]) -> List[T
   return [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v) for g, v in grads_and_vars]
 
 
-def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
-                      config: TrainGraphConfig = TrainGraphConfig(), *, strategy: Any = None) -> TrainGraph:
+def build_train_graph(
+  module: Any,
+  extern_data: Union[TensorDict, GlobalBatch],
+  config: TrainGraphConfig = TrainGraphConfig(),
+  *,
+  strategy: Any = None,
+) -> TrainGraph:
   """Builds the training graph of ``module`` in the current graph, on ``extern_data``.
 
   Args:
@@ -246,8 +260,10 @@ def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
   what = f"graph {_graph_module.graph_name_of(module)!r}"
   if strategy is not None:
     if not isinstance(extern_data, GlobalBatch):
-      raise TypeError(f"{what}: with a strategy, extern_data must be a GlobalBatch (the global batch to split over "
-                      f"the replicas), got {type(extern_data).__name__}")
+      raise TypeError(
+        f"{what}: with a strategy, extern_data must be a GlobalBatch (the global batch to split over "
+        f"the replicas), got {type(extern_data).__name__}"
+      )
   elif isinstance(extern_data, GlobalBatch):
     extern_data = extern_data.full()
   graph = tf.compat.v1.get_default_graph()
@@ -265,8 +281,9 @@ def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
       with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch) as train_ctx:
         module.train_step(model=model, extern_data=extern_data)
     else:
-      train_ctx, update_grads = _replicated_train_step(module, model, extern_data, strategy, gs=gs, flag=flag,
-                                                       accumulate=config.accum_grad_multiple_step > 1)
+      train_ctx, update_grads = _replicated_train_step(
+        module, model, extern_data, strategy, gs=gs, flag=flag, accumulate=config.accum_grad_multiple_step > 1
+      )
     if not train_ctx.losses:
       raise ValueError(f"{what}: train_step marked no loss (call rc.get_run_ctx().mark_as_loss(...))")
     loss_names = list(train_ctx.losses)
@@ -274,22 +291,37 @@ def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
     optimized = [n for n, loss in train_ctx.losses.items() if loss.used_for_optimizer]
     lr_loss = config.lr_control_loss if config.lr_control_loss is not None else (optimized or loss_names)[0]
     check_loss_name(lr_loss, loss_names)
-    lr_control = NewbobLR(learning_rate=config.learning_rate, loss_name=lr_loss, decay=config.lr_decay,
-                          rel_threshold=config.lr_decay_threshold)
+    lr_control = NewbobLR(
+      learning_rate=config.learning_rate,
+      loss_name=lr_loss,
+      decay=config.lr_decay,
+      rel_threshold=config.lr_decay_threshold,
+    )
     if strategy is None:
       total = train_ctx.total_loss().get_raw()
       report = report_fetches(train_ctx.losses)
     else:
       total, report = update_grads.total, update_grads.report
     learning_rate = lr_control.learning_rate * _lr_schedule.schedule_factor(
-        gs.step, schedule=config.lr_schedule, warmup_steps=config.lr_warmup_steps,
-        decay_steps=config.lr_schedule_steps, decay_rate=config.lr_schedule_rate)
+      gs.step,
+      schedule=config.lr_schedule,
+      warmup_steps=config.lr_warmup_steps,
+      decay_steps=config.lr_schedule_steps,
+      decay_rate=config.lr_schedule_rate,
+    )
     update = _updates.build_update(
-        train_ctx.losses, total, learning_rate=learning_rate, step_var=gs.step_var, optimizer=config.optimizer,
-        weight_decay=config.weight_decay, momentum=config.momentum,
-        grad_clip_global_norm=config.grad_clip_global_norm, accum_grad_multiple_step=config.accum_grad_multiple_step,
-        grads_and_vars=None if update_grads is None or update_grads.groups else update_grads.grads_and_vars,
-        groups=None if update_grads is None else update_grads.groups)
+      train_ctx.losses,
+      total,
+      learning_rate=learning_rate,
+      step_var=gs.step_var,
+      optimizer=config.optimizer,
+      weight_decay=config.weight_decay,
+      momentum=config.momentum,
+      grad_clip_global_norm=config.grad_clip_global_norm,
+      accum_grad_multiple_step=config.accum_grad_multiple_step,
+      grads_and_vars=None if update_grads is None or update_grads.groups else update_grads.grads_and_vars,
+      groups=None if update_grads is None else update_grads.groups,
+    )
     train_op = update.train_op
   grads = {v.op.name: g for g, v in update.grads_and_vars if g is not None}
   if strategy is not None:
@@ -304,11 +336,30 @@ def build_train_graph(module: Any, extern_data: Union[TensorDict, GlobalBatch],
   saver = tf.compat.v1.train.Saver(var_list=variables, max_to_keep=config.max_to_keep, save_relative_paths=True)
   init_op = tf.group(tf.compat.v1.global_variables_initializer(), update.local_init_op, name="init")
   return TrainGraph(
-      graph=graph, graph_state=gs, train_flag=flag, model=model, extern_data=extern_data, train_ctx=train_ctx,
-      forward_ctx=forward_ctx, losses=dict(train_ctx.losses), loss_names=loss_names, error_names=error_names,
-      total_loss=total, report=report, grads=grads, train_op=train_op, lr_control=lr_control, outputs=outputs,
-      output_fetches=output_fetches, variables=variables, saver=saver, init_op=init_op,
-      learning_rate=learning_rate, flush_op=update.flush_op, local_init_op=update.local_init_op)
+    graph=graph,
+    graph_state=gs,
+    train_flag=flag,
+    model=model,
+    extern_data=extern_data,
+    train_ctx=train_ctx,
+    forward_ctx=forward_ctx,
+    losses=dict(train_ctx.losses),
+    loss_names=loss_names,
+    error_names=error_names,
+    total_loss=total,
+    report=report,
+    grads=grads,
+    train_op=train_op,
+    lr_control=lr_control,
+    outputs=outputs,
+    output_fetches=output_fetches,
+    variables=variables,
+    saver=saver,
+    init_op=init_op,
+    learning_rate=learning_rate,
+    flush_op=update.flush_op,
+    local_init_op=update.local_init_op,
+  )
 
 
 @dataclasses.dataclass
@@ -321,9 +372,16 @@ class _ReplicatedStep:
   groups: Optional[List[_updates.Group]] = None
 
 
-def _replicated_train_step(module: Any, model: Any, global_batch: GlobalBatch, strategy: Any, *,
-                           gs: _graph_state.GraphState, flag: Any,
-                           accumulate: bool = False) -> Tuple[RunCtx, _ReplicatedStep]:
+def _replicated_train_step(
+  module: Any,
+  model: Any,
+  global_batch: GlobalBatch,
+  strategy: Any,
+  *,
+  gs: _graph_state.GraphState,
+  flag: Any,
+  accumulate: bool = False,
+) -> Tuple[RunCtx, _ReplicatedStep]:
   """``train_step`` once per replica on its part of the global batch; the losses reduced over the replicas
   (by the run context), the dense gradients summed in one batched all-reduce. With ``accumulate``: the
   gradients of the accumulation's groups (:func:`returnn_rc.engine.updates.accumulation_groups`) instead,
@@ -367,8 +425,7 @@ def _replicated_train_step(module: Any, model: Any, global_batch: GlobalBatch, s
     with init_train_step_run_ctx(train_flag=flag, step=gs.step, epoch=gs.epoch) as empty:
       pass
     return empty, None
-  total, report, summed, inv_norms = tf.nest.map_structure(
-      lambda x: strategy.experimental_local_results(x)[0], results)
+  total, report, summed, inv_norms = tf.nest.map_structure(lambda x: strategy.experimental_local_results(x)[0], results)
   groups = None
   if accumulate:
     groups, it = [], iter(summed)
@@ -376,5 +433,6 @@ def _replicated_train_step(module: Any, model: Any, global_batch: GlobalBatch, s
       grads = {v: next(it) if h else None for v, h in zip(variables, has)}
       groups.append((name, grads, inv_norm if normed else None, scale))
     summed = []
-  return ctxs[0], _ReplicatedStep(total=total, report=dict(report),
-                                  grads_and_vars=list(zip(summed, with_grad[0])) if summed else [], groups=groups)
+  return ctxs[0], _ReplicatedStep(
+    total=total, report=dict(report), grads_and_vars=list(zip(summed, with_grad[0])) if summed else [], groups=groups
+  )

@@ -41,23 +41,35 @@ from returnn_rc.losses import Loss, total
 OPTIMIZERS = ("adam", "adamw", "momentum")
 
 
-def check_update_options(*, optimizer: str, weight_decay: float, momentum: float,
-                         grad_clip_global_norm: Optional[float], accum_grad_multiple_step: int) -> None:
+def check_update_options(
+  *,
+  optimizer: str,
+  weight_decay: float,
+  momentum: float,
+  grad_clip_global_norm: Optional[float],
+  accum_grad_multiple_step: int,
+) -> None:
   """``ValueError`` naming the value for an unknown optimizer or an option out of range."""
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {list(OPTIMIZERS)}")
   if not (math.isfinite(weight_decay) and weight_decay >= 0):
     raise ValueError(f"weight_decay must be a finite float >= 0, got {weight_decay!r}")
   if weight_decay and optimizer != "adamw":
-    raise ValueError(f"weight_decay={weight_decay} is decoupled weight decay of optimizer 'adamw'; optimizer "
-                     f"{optimizer!r} does not use it (choose optimizer='adamw', or weight_decay=0)")
+    raise ValueError(
+      f"weight_decay={weight_decay} is decoupled weight decay of optimizer 'adamw'; optimizer "
+      f"{optimizer!r} does not use it (choose optimizer='adamw', or weight_decay=0)"
+    )
   if not (math.isfinite(momentum) and 0 <= momentum < 1):
     raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
   if grad_clip_global_norm is not None and not (math.isfinite(grad_clip_global_norm) and grad_clip_global_norm > 0):
-    raise ValueError(f"grad_clip_global_norm must be a finite float > 0 (or None: no clipping), got "
-                     f"{grad_clip_global_norm!r}")
-  if isinstance(accum_grad_multiple_step, bool) or not isinstance(accum_grad_multiple_step, int) \
-      or accum_grad_multiple_step < 1:
+    raise ValueError(
+      f"grad_clip_global_norm must be a finite float > 0 (or None: no clipping), got {grad_clip_global_norm!r}"
+    )
+  if (
+    isinstance(accum_grad_multiple_step, bool)
+    or not isinstance(accum_grad_multiple_step, int)
+    or accum_grad_multiple_step < 1
+  ):
     raise ValueError(f"accum_grad_multiple_step (k) must be an int >= 1, got {accum_grad_multiple_step!r}")
 
 
@@ -117,8 +129,15 @@ class Update:
   grads_and_vars: List[Tuple[tf.Tensor, tf.Variable]]
 
 
-def _apply(optimizer, grads_and_vars, *, learning_rate: tf.Tensor, weight_decay: float,
-           grad_clip_global_norm: Optional[float], global_step: Optional[tf.Variable]) -> tf.Operation:
+def _apply(
+  optimizer,
+  grads_and_vars,
+  *,
+  learning_rate: tf.Tensor,
+  weight_decay: float,
+  grad_clip_global_norm: Optional[float],
+  global_step: Optional[tf.Variable],
+) -> tf.Operation:
   """Clip, decoupled decay, optimizer step (in this order; decay from the values before the step)."""
   grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
   grads = [g for g, _ in grads_and_vars]
@@ -137,16 +156,26 @@ def _apply(optimizer, grads_and_vars, *, learning_rate: tf.Tensor, weight_decay:
 
 def _local_zeros(shape, dtype: tf.DType, name: str) -> tf.Variable:
   """A zero-initialised local (not checkpointed, not trained) variable."""
-  return tf.compat.v1.Variable(tf.zeros(shape, dtype), trainable=False, name=name,
-                               collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES])
+  return tf.compat.v1.Variable(
+    tf.zeros(shape, dtype), trainable=False, name=name, collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES]
+  )
 
 
-def build_update(losses: Mapping[str, Loss], total_loss: tf.Tensor, *, learning_rate: tf.Tensor,
-                 step_var: tf.Variable, optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
-                 grad_clip_global_norm: Optional[float] = None, accum_grad_multiple_step: int = 1,
-                 var_list: Optional[Sequence[tf.Variable]] = None,
-                 grads_and_vars: Optional[Sequence[Tuple[tf.Tensor, tf.Variable]]] = None,
-                 groups: Optional[List[Group]] = None) -> Update:
+def build_update(
+  losses: Mapping[str, Loss],
+  total_loss: tf.Tensor,
+  *,
+  learning_rate: tf.Tensor,
+  step_var: tf.Variable,
+  optimizer: str = "adam",
+  weight_decay: float = 0.0,
+  momentum: float = 0.9,
+  grad_clip_global_norm: Optional[float] = None,
+  accum_grad_multiple_step: int = 1,
+  var_list: Optional[Sequence[tf.Variable]] = None,
+  grads_and_vars: Optional[Sequence[Tuple[tf.Tensor, tf.Variable]]] = None,
+  groups: Optional[List[Group]] = None,
+) -> Update:
   """Builds the update of the trainable variables (see the module docstring).
 
   Args:
@@ -162,8 +191,13 @@ def build_update(losses: Mapping[str, Loss], total_loss: tf.Tensor, *, learning_
     groups: the accumulation's groups, already computed (:func:`accumulation_groups`, e.g. their gradients
       summed over replicas); only with ``accum_grad_multiple_step > 1``. Default: computed here.
   """
-  check_update_options(optimizer=optimizer, weight_decay=weight_decay, momentum=momentum,
-                       grad_clip_global_norm=grad_clip_global_norm, accum_grad_multiple_step=accum_grad_multiple_step)
+  check_update_options(
+    optimizer=optimizer,
+    weight_decay=weight_decay,
+    momentum=momentum,
+    grad_clip_global_norm=grad_clip_global_norm,
+    accum_grad_multiple_step=accum_grad_multiple_step,
+  )
   opt = make_optimizer(optimizer, learning_rate, momentum=momentum)
   variables = list(var_list if var_list is not None else tf.compat.v1.trainable_variables())
   if groups is not None:
@@ -179,8 +213,13 @@ def build_update(losses: Mapping[str, Loss], total_loss: tf.Tensor, *, learning_
   opts = dict(learning_rate=learning_rate, weight_decay=weight_decay, grad_clip_global_norm=grad_clip_global_norm)
   if accum_grad_multiple_step == 1:
     train_op = _apply(opt, grads_and_vars, global_step=step_var, **opts)
-    return Update(train_op=train_op, flush_op=tf.no_op(name="flush_noop"), local_init_op=tf.no_op(name="no_locals"),
-                  optimizer=opt, grads_and_vars=grads_and_vars)
+    return Update(
+      train_op=train_op,
+      flush_op=tf.no_op(name="flush_noop"),
+      local_init_op=tf.no_op(name="no_locals"),
+      optimizer=opt,
+      grads_and_vars=grads_and_vars,
+    )
 
   with tf.name_scope("grad_accum"):
     if groups is None:
@@ -224,5 +263,6 @@ def build_update(losses: Mapping[str, Loss], total_loss: tf.Tensor, *, learning_
       train_op = step_var.assign_add(1, read_value=False)
     flush_op = tf.cond(tf.greater(count.read_value(), 0), apply_accumulated, tf.no_op, name="flush")
     local_init_op = tf.compat.v1.variables_initializer(local_vars, name="grad_accum_init")
-  return Update(train_op=train_op, flush_op=flush_op, local_init_op=local_init_op, optimizer=opt,
-                grads_and_vars=grads_and_vars)
+  return Update(
+    train_op=train_op, flush_op=flush_op, local_init_op=local_init_op, optimizer=opt, grads_and_vars=grads_and_vars
+  )

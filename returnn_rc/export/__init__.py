@@ -12,6 +12,14 @@ from returnn_rc.export.saved_model import SIGNATURE_KEY, TAGS, check_export_dir,
 from returnn_rc.tensor import size_key
 
 __all__ = [
-    "DIMS_FILE", "ForwardGraph", "SIGNATURE_KEY", "TAGS", "build_forward_graph", "check_export_dir",
-    "export_saved_model", "load_dims", "size_key", "tensors_from_outputs",
+  "DIMS_FILE",
+  "ForwardGraph",
+  "SIGNATURE_KEY",
+  "TAGS",
+  "build_forward_graph",
+  "check_export_dir",
+  "export_saved_model",
+  "load_dims",
+  "size_key",
+  "tensors_from_outputs",
 ]

@@ -70,15 +70,14 @@ def describe_tensor(tensor: Tensor, *, dim_ids: DimIds, size_keys: Mapping[int, 
     dims.append(entry)
   sparse = None
   if tensor.sparse_dim is not None:
-    sparse = {"dim_id": dim_ids(tensor.sparse_dim), "name": tensor.sparse_dim.name,
-              "size": tensor.sparse_dim.dimension}
+    sparse = {"dim_id": dim_ids(tensor.sparse_dim), "name": tensor.sparse_dim.name, "size": tensor.sparse_dim.dimension}
   return {
-      "dtype": tensor.dtype,
-      "dims": dims,
-      "batch_axis": next((i for i, d in enumerate(tensor.dims) if d.is_batch_dim), None),
-      "dynamic_axes": [i for i, d in enumerate(tensor.dims) if d.is_dynamic()],
-      "feature_axis": None if tensor.feature_dim is None else tensor.get_axis_from_dim(tensor.feature_dim),
-      "sparse_dim": sparse,
+    "dtype": tensor.dtype,
+    "dims": dims,
+    "batch_axis": next((i for i, d in enumerate(tensor.dims) if d.is_batch_dim), None),
+    "dynamic_axes": [i for i, d in enumerate(tensor.dims) if d.is_dynamic()],
+    "feature_axis": None if tensor.feature_dim is None else tensor.get_axis_from_dim(tensor.feature_dim),
+    "sparse_dim": sparse,
   }
 
 
@@ -103,15 +102,18 @@ def load_dims(export_dir: str) -> Dict[str, Any]:
   """
   path = dims_path(export_dir)
   if not os.path.isfile(path):
-    raise ValueError(f"{export_dir!r} has no returnn_rc dims description {DIMS_FILE!r}; "
-                     f"was it exported with returnn_rc.export.export_saved_model?")
+    raise ValueError(
+      f"{export_dir!r} has no returnn_rc dims description {DIMS_FILE!r}; "
+      f"was it exported with returnn_rc.export.export_saved_model?"
+    )
   with open(path, encoding="utf-8") as f:
     desc = json.load(f)
   if not isinstance(desc, dict) or desc.get("format") != DIMS_FORMAT:
     raise ValueError(f"{path!r} is not a returnn_rc dims description (format {DIMS_FORMAT!r})")
   if desc.get("version") != DIMS_VERSION:
-    raise ValueError(f"{path!r} has dims format version {desc.get('version')!r}; this returnn_rc reads "
-                     f"version {DIMS_VERSION}")
+    raise ValueError(
+      f"{path!r} has dims format version {desc.get('version')!r}; this returnn_rc reads version {DIMS_VERSION}"
+    )
   return desc
 
 
@@ -119,8 +121,9 @@ def _as_raw(value: Any) -> tf.Tensor:
   return value if isinstance(value, (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(np.asarray(value))
 
 
-def tensors_from_description(tensors_desc: Mapping[str, Mapping[str, Any]],
-                             raw: Optional[Mapping[str, Any]] = None) -> TensorDict:
+def tensors_from_description(
+  tensors_desc: Mapping[str, Mapping[str, Any]], raw: Optional[Mapping[str, Any]] = None
+) -> TensorDict:
   """Rebuilds :class:`rc.Tensor` views from a description (``desc["inputs"]`` or ``desc["outputs"]``).
 
   Dims with the same ``dim_id`` become the same :class:`rc.Dim` object; the batch dim is
@@ -156,16 +159,22 @@ def tensors_from_description(tensors_desc: Mapping[str, Mapping[str, Any]],
         if e["kind"] == KIND_DYNAMIC and d.dyn_size is None:
           key = e["size_key"]
           if key not in raw:
-            raise ValueError(f"no sizes {key!r} for dim {e['name']!r} of {name!r} in the given outputs "
-                             f"(keys {sorted(raw)})")
+            raise ValueError(
+              f"no sizes {key!r} for dim {e['name']!r} of {name!r} in the given outputs (keys {sorted(raw)})"
+            )
           d.dyn_size = _as_raw(raw[key])
-    out[name] = Tensor(name, t_dims, t_desc["dtype"], raw_tensor=raw_t, sparse_dim=sparse,
-                       feature_dim=None if feature_axis is None else t_dims[feature_axis])
+    out[name] = Tensor(
+      name,
+      t_dims,
+      t_desc["dtype"],
+      raw_tensor=raw_t,
+      sparse_dim=sparse,
+      feature_dim=None if feature_axis is None else t_dims[feature_axis],
+    )
   return out
 
 
-def tensors_from_outputs(dims_or_export_dir: Union[str, Mapping[str, Any]], outputs: Mapping[str, Any]
-                         ) -> TensorDict:
+def tensors_from_outputs(dims_or_export_dir: Union[str, Mapping[str, Any]], outputs: Mapping[str, Any]) -> TensorDict:
   """The outputs of a ``serving_default`` call as :class:`rc.Tensor` views with their dims.
 
   Args:

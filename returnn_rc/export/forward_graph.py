@@ -33,9 +33,9 @@ import numpy as np
 import tensorflow as tf
 
 from returnn_rc import checkpoint_compat
-from returnn_rc.checkpoint_compat import resolve_checkpoint
 from returnn_rc import graph_module as _graph_module
 from returnn_rc import graph_state as _graph_state
+from returnn_rc.checkpoint_compat import resolve_checkpoint
 from returnn_rc.export import dims as export_dims
 from returnn_rc.run_ctx import init_forward_step_run_ctx
 from returnn_rc.tensor import TensorDict
@@ -92,6 +92,7 @@ class ForwardGraph:
 def ops_fallback():
   """Builds the pure-TF fallback of ``returnn_rc.ops`` meanwhile (in this thread only)."""
   from returnn_rc import ops  # pylint: disable=import-outside-toplevel
+
   return ops.fallback_scope()
 
 
@@ -122,29 +123,33 @@ def non_core_op_types(graph_def: tf.compat.v1.GraphDef) -> Dict[str, str]:
     nodes += [(f"{f.signature.name}/{n.name}", n.op) for n in f.node_def]
   for node_name, op_type in nodes:
     if op_type in CUSTOM_OP_TYPES or not (
-        op_type.startswith("_") or op_type in functions or hasattr(tf.raw_ops, op_type)):
+      op_type.startswith("_") or op_type in functions or hasattr(tf.raw_ops, op_type)
+    ):
       found.setdefault(op_type, node_name)
   return found
 
 
-def _check_graph(graph: tf.Graph, fetches: Mapping[str, tf.Tensor], inputs: Mapping[str, tf.Tensor],
-                 module_name: str) -> None:
+def _check_graph(
+  graph: tf.Graph, fetches: Mapping[str, tf.Tensor], inputs: Mapping[str, tf.Tensor], module_name: str
+) -> None:
   """The outputs may only depend on signature-input placeholders; all op types must be core TF."""
   allowed = {t.op for t in inputs.values()}
   for key, tensor in fetches.items():
     for op in upstream_ops([tensor]):
       if op.type in _PLACEHOLDER_TYPES and op not in allowed:
         raise RuntimeError(
-            f"{module_name}: output {key!r} depends on placeholder {op.name!r} ({op.type}), which is not an "
-            f"extern-data input; a served model cannot feed it (or a serving user could flip it). Use "
-            f"the run context (rc.get_run_ctx().train_flag, .step, .epoch) instead")
+          f"{module_name}: output {key!r} depends on placeholder {op.name!r} ({op.type}), which is not an "
+          f"extern-data input; a served model cannot feed it (or a serving user could flip it). Use "
+          f"the run context (rc.get_run_ctx().train_flag, .step, .epoch) instead"
+        )
   bad = non_core_op_types(graph.as_graph_def())
   if bad:
     listed = ", ".join(f"{t} (node {n!r})" for t, n in sorted(bad.items()))
     raise RuntimeError(
-        f"{module_name}: the forward graph holds op types outside core TensorFlow: {listed}; plain "
-        f"TensorFlow could not load it. For returnn_rc.ops, the pure-TF fallback "
-        f"(returnn_rc.ops.fallback_scope()) must be honoured")
+      f"{module_name}: the forward graph holds op types outside core TensorFlow: {listed}; plain "
+      f"TensorFlow could not load it. For returnn_rc.ops, the pure-TF fallback "
+      f"(returnn_rc.ops.fallback_scope()) must be honoured"
+    )
 
 
 def check_epoch_step(epoch: Any, step: Any) -> None:
@@ -189,20 +194,32 @@ def build_forward_graph(graph_module: Any, *, epoch: int = 1, step: int = 0) -> 
     ctx.check_outputs_complete()
     outputs = ctx.outputs
     if not len(outputs):
-      raise ValueError(f"{name}.forward_step marked no output; call rc.get_run_ctx().mark_as_output(...) "
-                       f"(or mark_as_default_output) there")
+      raise ValueError(
+        f"{name}.forward_step marked no output; call rc.get_run_ctx().mark_as_output(...) "
+        f"(or mark_as_default_output) there"
+      )
     fetches = _output_fetches(outputs, name)
   inputs, size_keys = _signature_inputs(extern_data, placeholders, fetches)
   _check_graph(graph, fetches, inputs, name)
   dim_ids = export_dims.DimIds()
   description = {
-      "inputs": {k: export_dims.describe_tensor(extern_data[k], dim_ids=dim_ids, size_keys=size_keys)
-                 for k in extern_data if k in inputs},
-      "outputs": {k: export_dims.describe_tensor(t, dim_ids=dim_ids, size_keys={})
-                  for k, t in outputs.items()},
+    "inputs": {
+      k: export_dims.describe_tensor(extern_data[k], dim_ids=dim_ids, size_keys=size_keys)
+      for k in extern_data
+      if k in inputs
+    },
+    "outputs": {k: export_dims.describe_tensor(t, dim_ids=dim_ids, size_keys={}) for k, t in outputs.items()},
   }
-  return ForwardGraph(graph=graph, extern_data=extern_data, outputs=outputs, inputs=inputs, fetches=fetches,
-                      description=description, epoch=epoch, step=step)
+  return ForwardGraph(
+    graph=graph,
+    extern_data=extern_data,
+    outputs=outputs,
+    inputs=inputs,
+    fetches=fetches,
+    description=description,
+    epoch=epoch,
+    step=step,
+  )
 
 
 def _output_fetches(outputs: TensorDict, module_name: str) -> Dict[str, tf.Tensor]:
@@ -215,11 +232,15 @@ def _output_fetches(outputs: TensorDict, module_name: str) -> Dict[str, tf.Tenso
         if not d.is_dynamic():
           continue
         if d.dyn_size is None:
-          raise ValueError(f"{module_name}: output {key!r} has dynamic dim {d!r} at axis {axis} without sizes; "
-                           f"set dim.dyn_size ([B] ints) where the dim is made")
+          raise ValueError(
+            f"{module_name}: output {key!r} has dynamic dim {d!r} at axis {axis} without sizes; "
+            f"set dim.dyn_size ([B] ints) where the dim is made"
+          )
         if not tensor.have_batch_axis():
-          raise ValueError(f"{module_name}: output {key!r} has dynamic dim {d!r} but no batch dim; its sizes "
-                           f"[B] would not index anything. Dims: {list(tensor.dims)}")
+          raise ValueError(
+            f"{module_name}: output {key!r} has dynamic dim {d!r} but no batch dim; its sizes "
+            f"[B] would not index anything. Dims: {list(tensor.dims)}"
+          )
         fetches[export_dims.size_key(key, axis)] = tf.cast(d.dyn_size, tf.int32, name=f"{key}_size{axis}")
   return fetches
 
@@ -256,7 +277,8 @@ def _add_size_checks(extern_data: TensorDict, placeholders: Mapping[str, tf.Tens
       # A TF2 signature call does not enforce the placeholder's shape [None]: ensure_shape does.
       sizes = tf.ensure_shape(placeholders[key], [None], name=f"extern_data/{scope}_rank1")
       non_negative = tf.debugging.assert_non_negative(
-          sizes, message=f"size input {key} (dim {d.name}) must be >= 0", name=f"extern_data/{scope}_check")
+        sizes, message=f"size input {key} (dim {d.name}) must be >= 0", name=f"extern_data/{scope}_check"
+      )
       with tf.control_dependencies([non_negative]):
         d.dyn_size = tf.identity(sizes, name=f"extern_data/{scope}_checked")
   for name, t in extern_data.items():
@@ -267,19 +289,26 @@ def _add_size_checks(extern_data: TensorDict, placeholders: Mapping[str, tf.Tens
       if not d.is_dynamic():
         continue
       key = keys[id(d)]
-      checks.append(tf.debugging.assert_equal(
-          tf.size(d.dyn_size), shape[0],
-          message=f"size input {key} must have one size per sequence of input {name} (its batch size)"))
-      checks.append(tf.debugging.assert_less_equal(
-          d.dyn_size, shape[axis],
-          message=f"size input {key} must be <= the padded length of input {name} at axis {axis}"))
+      checks.append(
+        tf.debugging.assert_equal(
+          tf.size(d.dyn_size),
+          shape[0],
+          message=f"size input {key} must have one size per sequence of input {name} (its batch size)",
+        )
+      )
+      checks.append(
+        tf.debugging.assert_less_equal(
+          d.dyn_size,
+          shape[axis],
+          message=f"size input {key} must be <= the padded length of input {name} at axis {axis}",
+        )
+      )
     if checks:
       with tf.control_dependencies(checks):
         t.raw_tensor = tf.identity(raw, name=f"extern_data/{name}_sizes_checked")
 
 
-def _signature_inputs(extern_data: TensorDict, placeholders: Mapping[str, tf.Tensor],
-                      fetches: Mapping[str, tf.Tensor]):
+def _signature_inputs(extern_data: TensorDict, placeholders: Mapping[str, tf.Tensor], fetches: Mapping[str, tf.Tensor]):
   """Signature key → placeholder for the inputs the fetches depend on, and ``id(dim)`` → size key.
 
   An input is a signature input if its data is used, or if the sizes of one of its dims are used
@@ -336,8 +365,13 @@ def restore_variables(session: tf.compat.v1.Session, fg: ForwardGraph, checkpoin
   state = _graph_state.get_graph_state(fg.graph)
   optional = {state.step_var.op.name, state.epoch_var.op.name}
   variables = fg.variables()
-  reader = checkpoint_compat.check_checkpoint(path, checkpoint_compat.variable_specs(variables),
-                                              what="the forward graph", optional=optional, allow_unexpected=True)
+  reader = checkpoint_compat.check_checkpoint(
+    path,
+    checkpoint_compat.variable_specs(variables),
+    what="the forward graph",
+    optional=optional,
+    allow_unexpected=True,
+  )
   restore = {v.op.name: v for v in variables if reader.has_tensor(v.op.name)}
   initialise = [v for v in variables if v.op.name not in restore]
   with fg.graph.as_default():

@@ -40,8 +40,10 @@ TensorsDesc = Mapping[str, Mapping[str, Any]]
 
 def _batch_axis0(name: str, desc: Mapping[str, Any]) -> None:
   if desc["batch_axis"] != 0:
-    raise ValueError(f"{name!r} has its batch dim at axis {desc['batch_axis']}, not 0; forwarding needs "
-                     f"[B,...] tensors (mark the output with dims=[batch_dim, ...])")
+    raise ValueError(
+      f"{name!r} has its batch dim at axis {desc['batch_axis']}, not 0; forwarding needs "
+      f"[B,...] tensors (mark the output with dims=[batch_dim, ...])"
+    )
 
 
 def pad_sequences(seqs: Sequence[Seq], tensors_desc: TensorsDesc) -> Dict[str, np.ndarray]:
@@ -61,14 +63,17 @@ def pad_sequences(seqs: Sequence[Seq], tensors_desc: TensorsDesc) -> Dict[str, n
         raise ValueError(f"sequence {i} has no {name!r} (it has {sorted(seq)})")
       arr = np.asarray(seq[name])
       if arr.ndim != len(dims):
-        raise ValueError(f"sequence {i}: {name!r} must have rank {len(dims)} (dims {[d['name'] for d in dims]}, "
-                         f"no batch axis), got shape {arr.shape}")
+        raise ValueError(
+          f"sequence {i}: {name!r} must have rank {len(dims)} (dims {[d['name'] for d in dims]}, "
+          f"no batch axis), got shape {arr.shape}"
+        )
       if arr.dtype != dtype:
         raise ValueError(f"sequence {i}: {name!r} must have dtype {desc['dtype']}, got {arr.dtype}")
       for axis, d in enumerate(dims):
         if d["kind"] == export_dims.KIND_STATIC and arr.shape[axis] != d["size"]:
-          raise ValueError(f"sequence {i}: {name!r} axis {axis + 1} ({d['name']!r}) must have size {d['size']}, "
-                           f"got shape {arr.shape}")
+          raise ValueError(
+            f"sequence {i}: {name!r} axis {axis + 1} ({d['name']!r}) must have size {d['size']}, got shape {arr.shape}"
+          )
       arrays.append(arr)
     out[name] = pad_arrays(arrays, rank=len(dims), dtype=dtype)
     for axis in desc["dynamic_axes"]:
@@ -117,12 +122,15 @@ def check_sizes(sizes: Any, *, key: str, data: np.ndarray, name: str, axis: int)
   if sizes.dtype == np.bool_ or not np.issubdtype(sizes.dtype, np.integer):
     raise ValueError(f"sizes {key!r} must be integers, got dtype {sizes.dtype}")
   if sizes.ndim != 1 or sizes.shape[0] != data.shape[0]:
-    raise ValueError(f"sizes {key!r} must have shape [{data.shape[0]}] (one per sequence of {name!r}), got shape "
-                     f"{list(sizes.shape)}")
+    raise ValueError(
+      f"sizes {key!r} must have shape [{data.shape[0]}] (one per sequence of {name!r}), got shape {list(sizes.shape)}"
+    )
   if sizes.size and (sizes.min() < 0 or sizes.max() > data.shape[axis]):
     bad = int(np.flatnonzero((sizes < 0) | (sizes > data.shape[axis]))[0])
-    raise ValueError(f"sizes {key!r}: sequence {bad} has size {int(sizes[bad])}, outside [0, {data.shape[axis]}] "
-                     f"(the padded length of {name!r} at axis {axis})")
+    raise ValueError(
+      f"sizes {key!r}: sequence {bad} has size {int(sizes[bad])}, outside [0, {data.shape[axis]}] "
+      f"(the padded length of {name!r} at axis {axis})"
+    )
   return sizes
 
 
@@ -140,22 +148,28 @@ def feed_from_padded(padded: Mapping[str, np.ndarray], inputs_desc: TensorsDesc)
       key = desc["dims"][axis]["size_key"]
       sizes = padded[export_dims.size_key(name, axis)]
       if key in feed and not np.array_equal(feed[key], sizes):
-        raise ValueError(f"{name!r} axis {axis} shares its dim {desc['dims'][axis]['name']!r} with {key!r}, "
-                         f"but the lengths differ: {sizes.tolist()} vs {feed[key].tolist()}")
+        raise ValueError(
+          f"{name!r} axis {axis} shares its dim {desc['dims'][axis]['name']!r} with {key!r}, "
+          f"but the lengths differ: {sizes.tolist()} vs {feed[key].tolist()}"
+        )
       feed[key] = sizes
   return feed
 
 
-def check_feed(feed: Mapping[str, Any], inputs: Mapping[str, Tuple[tf.DType, tf.TensorShape]],
-               inputs_desc: Optional[TensorsDesc] = None) -> None:
+def check_feed(
+  feed: Mapping[str, Any],
+  inputs: Mapping[str, Tuple[tf.DType, tf.TensorShape]],
+  inputs_desc: Optional[TensorsDesc] = None,
+) -> None:
   """``ValueError`` naming the key if ``feed`` lacks a signature input, has an unknown one, or a value
   of the wrong dtype or rank (``inputs``: key → (dtype, shape) of the signature); with ``inputs_desc``
   (the dims description's ``"inputs"``) also sizes that do not fit their input (:func:`check_sizes`)."""
   missing = sorted(set(inputs) - set(feed))
   unknown = sorted(set(feed) - set(inputs))
   if missing or unknown:
-    raise ValueError(f"inputs mismatch: missing {missing}, unknown {unknown}; the signature inputs are "
-                     f"{sorted(inputs)}")
+    raise ValueError(
+      f"inputs mismatch: missing {missing}, unknown {unknown}; the signature inputs are {sorted(inputs)}"
+    )
   for key, (dtype, shape) in inputs.items():
     value = np.asarray(feed[key])
     if value.dtype != dtype.as_numpy_dtype:
@@ -208,14 +222,16 @@ class GraphModuleForwarder(Forwarder):
   its outputs equal those of the exported SavedModel.
   """
 
-  def __init__(self, graph_module: Any, checkpoint_path: Optional[str], *, epoch: Optional[int] = None,
-               step: Optional[int] = None):
+  def __init__(
+    self, graph_module: Any, checkpoint_path: Optional[str], *, epoch: Optional[int] = None, step: Optional[int] = None
+  ):
     saved = {"step": 0, "epoch": 1}
     if checkpoint_path is not None:
       checkpoint_path = resolve_checkpoint(checkpoint_path)
       saved = read_step_epoch(checkpoint_path)
     self.forward_graph = build_forward_graph(
-        graph_module, epoch=saved["epoch"] if epoch is None else epoch, step=saved["step"] if step is None else step)
+      graph_module, epoch=saved["epoch"] if epoch is None else epoch, step=saved["step"] if step is None else step
+    )
     self.description = self.forward_graph.description
     self.session = make_session(self.forward_graph, checkpoint_path)
 
@@ -253,8 +269,9 @@ class SavedModelForwarder(Forwarder):
     self.session.close()
 
 
-def forward_sequences(forwarder: Forwarder, seqs: Sequence[Seq], *, batch_size: int,
-                      log_every_s: float = 10.0) -> List[Seq]:
+def forward_sequences(
+  forwarder: Forwarder, seqs: Sequence[Seq], *, batch_size: int, log_every_s: float = 10.0
+) -> List[Seq]:
   """Runs ``forwarder`` over ``seqs`` in batches of ``batch_size``; returns per-sequence outputs.
 
   Each returned dict has every output ``<name>`` cut to its true lengths (no batch axis). Progress is
@@ -263,19 +280,24 @@ def forward_sequences(forwarder: Forwarder, seqs: Sequence[Seq], *, batch_size: 
   """
   if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
     raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-  if (isinstance(log_every_s, (bool, np.bool_)) or not isinstance(log_every_s, numbers.Real)
-      or not math.isfinite(log_every_s) or log_every_s <= 0):
+  if (
+    isinstance(log_every_s, (bool, np.bool_))
+    or not isinstance(log_every_s, numbers.Real)
+    or not math.isfinite(log_every_s)
+    or log_every_s <= 0
+  ):
     raise ValueError(f"log_every_s must be a finite number of seconds > 0, got {log_every_s!r}")
   desc = forwarder.description
   results: List[Seq] = []
   n_batches = (len(seqs) + batch_size - 1) // batch_size
   for b in range(n_batches):
-    batch = seqs[b * batch_size:(b + 1) * batch_size]
+    batch = seqs[b * batch_size : (b + 1) * batch_size]
     feed = feed_from_padded(pad_sequences(batch, desc["inputs"]), desc["inputs"])
     results.extend(unpad_sequences(forwarder(feed), desc["outputs"]))
     if b + 1 < n_batches:
-      logging.log_every_n_seconds(logging.INFO, "forward: batch %d/%d, %d/%d sequences", log_every_s, b + 1,
-                                  n_batches, len(results), len(seqs))
+      logging.log_every_n_seconds(
+        logging.INFO, "forward: batch %d/%d, %d/%d sequences", log_every_s, b + 1, n_batches, len(results), len(seqs)
+      )
   logging.info("forward: batch %d/%d, %d/%d sequences", n_batches, n_batches, len(results), len(seqs))
   return results
 
@@ -306,8 +328,10 @@ def read_sequences_npz(path: str, inputs_desc: TensorsDesc) -> List[Seq]:
   try:
     return unpad_sequences(arrays, inputs_desc)
   except ValueError as exc:
-    raise ValueError(f"{path!r}: {exc}; expected the padded format ('<name>', '<name>:size<axis>') or "
-                     f"per-sequence keys 'seq<i>/<name>'") from None
+    raise ValueError(
+      f"{path!r}: {exc}; expected the padded format ('<name>', '<name>:size<axis>') or "
+      f"per-sequence keys 'seq<i>/<name>'"
+    ) from None
 
 
 def check_output_path(path: Any) -> str:

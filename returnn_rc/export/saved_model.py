@@ -41,12 +41,12 @@ import tensorflow as tf
 
 from returnn_rc.export import dims as export_dims
 from returnn_rc.export.forward_graph import (
-    ForwardGraph,
-    build_forward_graph,
-    check_epoch_step,
-    make_session,
-    read_step_epoch,
-    resolve_checkpoint,
+  ForwardGraph,
+  build_forward_graph,
+  check_epoch_step,
+  make_session,
+  read_step_epoch,
+  resolve_checkpoint,
 )
 
 SIGNATURE_KEY = "serving_default"
@@ -101,8 +101,10 @@ def check_export_dir(export_dir: Any, overwrite: bool = False) -> str:
     raise TypeError(f"overwrite must be a bool, got {overwrite!r}")
   path = os.path.abspath(export_dir)
   if _is_cwd_or_above(path):
-    raise ValueError(f"export_dir {export_dir!r} is the current directory or one above it; the export is put "
-                     f"in place by renaming a directory: use a directory of its own, e.g. ./export/<graph>")
+    raise ValueError(
+      f"export_dir {export_dir!r} is the current directory or one above it; the export is put "
+      f"in place by renaming a directory: use a directory of its own, e.g. ./export/<graph>"
+    )
   if not os.path.exists(path):
     return path
   if not os.path.isdir(path):
@@ -110,13 +112,17 @@ def check_export_dir(export_dir: Any, overwrite: bool = False) -> str:
   if not os.listdir(path):
     return path
   if not overwrite:
-    raise ValueError(f"export_dir {export_dir!r} already exists and is not empty; pass overwrite=True "
-                     f"(--overwrite) to replace it (only an earlier export is replaced)")
+    raise ValueError(
+      f"export_dir {export_dir!r} already exists and is not empty; pass overwrite=True "
+      f"(--overwrite) to replace it (only an earlier export is replaced)"
+    )
   odd = _unexpected_entries(path)
   if odd:
-    raise ValueError(f"export_dir {export_dir!r} is not an earlier returnn_rc export (unexpected: {odd[:8]}); "
-                     f"overwrite replaces only an export of export_saved_model, nothing was deleted. Use "
-                     f"another export_dir")
+    raise ValueError(
+      f"export_dir {export_dir!r} is not an earlier returnn_rc export (unexpected: {odd[:8]}); "
+      f"overwrite replaces only an export of export_saved_model, nothing was deleted. Use "
+      f"another export_dir"
+    )
   return path
 
 
@@ -138,14 +144,21 @@ def _put_in_place(new_dir: str, export_dir: str, tmp_root: str, overwrite: bool)
 def _signature_def(fg: ForwardGraph):
   info = tf.compat.v1.saved_model.build_tensor_info
   return tf.compat.v1.saved_model.build_signature_def(
-      inputs={k: info(t) for k, t in fg.inputs.items()},
-      outputs={k: info(t) for k, t in fg.fetches.items()},
-      method_name=tf.compat.v1.saved_model.PREDICT_METHOD_NAME)
+    inputs={k: info(t) for k, t in fg.inputs.items()},
+    outputs={k: info(t) for k, t in fg.fetches.items()},
+    method_name=tf.compat.v1.saved_model.PREDICT_METHOD_NAME,
+  )
 
 
-def export_saved_model(graph_module: Any, *, checkpoint_path: Optional[str], export_dir: str,
-                       overwrite: bool = False, epoch: Optional[int] = None, step: Optional[int] = None
-                       ) -> Dict[str, Any]:
+def export_saved_model(
+  graph_module: Any,
+  *,
+  checkpoint_path: Optional[str],
+  export_dir: str,
+  overwrite: bool = False,
+  epoch: Optional[int] = None,
+  step: Optional[int] = None,
+) -> Dict[str, Any]:
   """Exports ``forward_step`` of ``graph_module`` with the weights of ``checkpoint_path``.
 
   Args:
@@ -178,12 +191,19 @@ def export_saved_model(graph_module: Any, *, checkpoint_path: Optional[str], exp
   step = saved["step"] if step is None else step
   fg = build_forward_graph(graph_module, epoch=epoch, step=step)
   description = dict(fg.description)
-  description.update({
-      "format": export_dims.DIMS_FORMAT, "version": export_dims.DIMS_VERSION,
-      "signature_key": SIGNATURE_KEY, "tags": list(TAGS),
-      "graph_module": getattr(graph_module, "__name__", None), "checkpoint": ckpt,
-      "epoch": epoch, "step": step, "tensorflow_version": tf.__version__,
-  })
+  description.update(
+    {
+      "format": export_dims.DIMS_FORMAT,
+      "version": export_dims.DIMS_VERSION,
+      "signature_key": SIGNATURE_KEY,
+      "tags": list(TAGS),
+      "graph_module": getattr(graph_module, "__name__", None),
+      "checkpoint": ckpt,
+      "epoch": epoch,
+      "step": step,
+      "tensorflow_version": tf.__version__,
+    }
+  )
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   tmp_root = tempfile.mkdtemp(prefix=".export-", dir=parent)
@@ -192,8 +212,12 @@ def export_saved_model(graph_module: Any, *, checkpoint_path: Optional[str], exp
     with make_session(fg, ckpt) as session, fg.graph.as_default():
       builder = tf.compat.v1.saved_model.Builder(tmp_dir)
       builder.add_meta_graph_and_variables(
-          session, list(TAGS), signature_def_map={SIGNATURE_KEY: _signature_def(fg)},
-          main_op=_main_op(fg), strip_default_attrs=True)
+        session,
+        list(TAGS),
+        signature_def_map={SIGNATURE_KEY: _signature_def(fg)},
+        main_op=_main_op(fg),
+        strip_default_attrs=True,
+      )
       builder.save()
     export_dims.save_dims(tmp_dir, description)
     _put_in_place(tmp_dir, path, tmp_root, overwrite)
@@ -205,7 +229,8 @@ def export_saved_model(graph_module: Any, *, checkpoint_path: Optional[str], exp
 def _main_op(fg: ForwardGraph) -> Optional[tf.Operation]:
   """Initialises local variables and tables at load time, if the graph has any."""
   with fg.graph.as_default():
-    if (fg.graph.get_collection(tf.compat.v1.GraphKeys.LOCAL_VARIABLES)
-        or fg.graph.get_collection(tf.compat.v1.GraphKeys.TABLE_INITIALIZERS)):
+    if fg.graph.get_collection(tf.compat.v1.GraphKeys.LOCAL_VARIABLES) or fg.graph.get_collection(
+      tf.compat.v1.GraphKeys.TABLE_INITIALIZERS
+    ):
       return tf.group(tf.compat.v1.local_variables_initializer(), tf.compat.v1.tables_initializer())
   return None

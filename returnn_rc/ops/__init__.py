@@ -9,5 +9,10 @@ on first use; ``RETURNN_RC_OPS_FALLBACK=1`` selects a pure-TF implementation.
 from returnn_rc.ops._loader import fallback_scope, use_fallback, xla_kernels_available
 from returnn_rc.ops.flatten import flatten_with_seq_len_mask, unflatten_with_seq_len_mask
 
-__all__ = ["fallback_scope", "flatten_with_seq_len_mask", "unflatten_with_seq_len_mask", "use_fallback",
-           "xla_kernels_available"]
+__all__ = [
+  "fallback_scope",
+  "flatten_with_seq_len_mask",
+  "unflatten_with_seq_len_mask",
+  "use_fallback",
+  "xla_kernels_available",
+]

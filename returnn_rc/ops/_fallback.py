@@ -27,15 +27,16 @@ def _checked_lens(seq_lens: tf.Tensor, max_time, strict: bool) -> tf.Tensor:
   if not strict:
     return tf.clip_by_value(seq_lens, tf.zeros([], seq_lens.dtype), max_time)
   checks = [
-      tf.debugging.assert_non_negative(seq_lens, message="seq_lens out of range [0, T]"),
-      tf.debugging.assert_less_equal(seq_lens, max_time, message="seq_lens out of range [0, T]"),
+    tf.debugging.assert_non_negative(seq_lens, message="seq_lens out of range [0, T]"),
+    tf.debugging.assert_less_equal(seq_lens, max_time, message="seq_lens out of range [0, T]"),
   ]
   with tf.control_dependencies(checks):
     return tf.identity(seq_lens)
 
 
-def flatten(x: tf.Tensor, seq_lens: tf.Tensor, batch_axis: int, time_axis: int, time_major: bool,
-            strict: bool = True) -> tf.Tensor:
+def flatten(
+  x: tf.Tensor, seq_lens: tf.Tensor, batch_axis: int, time_axis: int, time_major: bool, strict: bool = True
+) -> tf.Tensor:
   """The valid frames of ``x``, e.g. ``[B,T,F]`` → ``[sum(seq_lens),F]`` (``tf.boolean_mask``).
 
   Args:
@@ -55,15 +56,26 @@ def flatten(x: tf.Tensor, seq_lens: tf.Tensor, batch_axis: int, time_axis: int, 
   max_time = tf.shape(x)[time_axis]
   lens = _checked_lens(seq_lens, max_time, strict)
   if strict:
-    with tf.control_dependencies([tf.debugging.assert_equal(
-            tf.shape(x)[batch_axis], tf.shape(seq_lens)[0],
-            message="seq_lens size does not match the batch dim")]):
+    with tf.control_dependencies(
+      [
+        tf.debugging.assert_equal(
+          tf.shape(x)[batch_axis], tf.shape(seq_lens)[0], message="seq_lens size does not match the batch dim"
+        )
+      ]
+    ):
       lens = tf.identity(lens)
   return tf.boolean_mask(xt, _mask(lens, max_time, time_major))
 
 
-def unflatten(packed: tf.Tensor, seq_lens: tf.Tensor, max_time, batch_axis: int, time_axis: int,
-              time_major: bool, strict: bool = True) -> tf.Tensor:
+def unflatten(
+  packed: tf.Tensor,
+  seq_lens: tf.Tensor,
+  max_time,
+  batch_axis: int,
+  time_axis: int,
+  time_major: bool,
+  strict: bool = True,
+) -> tf.Tensor:
   """The inverse of :func:`flatten`: ``[N,F...]`` → padded, zeros in the padding.
 
   A gather, not ``tf.scatter_nd``: each position takes its packed row, the padding a zero row
@@ -90,9 +102,13 @@ def unflatten(packed: tf.Tensor, seq_lens: tf.Tensor, max_time, batch_axis: int,
   positions = tf.cumsum(tf.cast(flat_mask, tf.int64), exclusive=True)  # row in packed of each valid position
   num_rows = tf.shape(packed, out_type=tf.int64)[0]
   if strict:
-    with tf.control_dependencies([tf.debugging.assert_equal(
-            num_rows, tf.reduce_sum(tf.cast(flat_mask, tf.int64)),
-            message="packed frames do not match sum(seq_lens)")]):
+    with tf.control_dependencies(
+      [
+        tf.debugging.assert_equal(
+          num_rows, tf.reduce_sum(tf.cast(flat_mask, tf.int64)), message="packed frames do not match sum(seq_lens)"
+        )
+      ]
+    ):
       positions = tf.identity(positions)
   index = tf.where(tf.logical_and(flat_mask, positions < num_rows), positions, num_rows)  # padding -> zero row
   zero_row = tf.zeros(tf.concat([[1], tf.shape(packed)[1:]], 0), packed.dtype)

@@ -44,8 +44,10 @@ def env_flag(name: str) -> bool:
     return True
   if norm in _FALSE:
     return False
-  raise ValueError(f"environment variable {name}={value!r} is not a boolean: expected 1, true, yes or on "
-                   f"(on), or 0, false, no, off or empty (off), in any case")
+  raise ValueError(
+    f"environment variable {name}={value!r} is not a boolean: expected 1, true, yes or on "
+    f"(on), or 0, false, no, off or empty (off), in any case"
+  )
 
 
 def use_fallback() -> bool:
@@ -75,10 +77,11 @@ def built_tf_version() -> str | None:
 
 def _error(path: str, reason: str) -> RuntimeError:
   return RuntimeError(
-      f"returnn_rc.ops: cannot load op library {path}: {reason}. "
-      f"Built for TensorFlow {built_tf_version() or 'unknown (no build info)'}, "
-      f"running TensorFlow {tf.__version__}. Rebuild in the repository root with: {REBUILD_CMD}; "
-      f"or set {ENV_FALLBACK}=1 for the pure-TensorFlow fallback.")
+    f"returnn_rc.ops: cannot load op library {path}: {reason}. "
+    f"Built for TensorFlow {built_tf_version() or 'unknown (no build info)'}, "
+    f"running TensorFlow {tf.__version__}. Rebuild in the repository root with: {REBUILD_CMD}; "
+    f"or set {ENV_FALLBACK}=1 for the pure-TensorFlow fallback."
+  )
 
 
 def core():

@@ -48,19 +48,21 @@ def _rel(path: str) -> str:
 def get_extensions() -> list[setuptools.Extension]:
   """The two op libraries (flags are filled in by BuildExt at build time)."""
   core = setuptools.Extension(
-      CORE_NAME,
-      sources=[_rel(os.path.join(_CC, f)) for f in (
-          "flatten_with_seq_len_mask_ops.cc", "flatten_with_seq_len_mask_kernels.cc")],
-      depends=[_rel(os.path.join(_CC, f)) for f in (
-          "flatten_with_seq_len_mask.h", "flatten_with_seq_len_mask_gpu.cu.h",
-          "flatten_with_seq_len_mask.cu.cc")],
-      language="c++",
+    CORE_NAME,
+    sources=[
+      _rel(os.path.join(_CC, f)) for f in ("flatten_with_seq_len_mask_ops.cc", "flatten_with_seq_len_mask_kernels.cc")
+    ],
+    depends=[
+      _rel(os.path.join(_CC, f))
+      for f in ("flatten_with_seq_len_mask.h", "flatten_with_seq_len_mask_gpu.cu.h", "flatten_with_seq_len_mask.cu.cc")
+    ],
+    language="c++",
   )
   xla = setuptools.Extension(
-      XLA_NAME,
-      sources=[_rel(os.path.join(_CC, "flatten_with_seq_len_mask_xla.cc"))],
-      language="c++",
-      optional=True,
+    XLA_NAME,
+    sources=[_rel(os.path.join(_CC, "flatten_with_seq_len_mask_xla.cc"))],
+    language="c++",
+    optional=True,
   )
   return [core, xla]
 
@@ -109,8 +111,10 @@ class BuildExt(_build_ext):
       ext.extra_compile_args = list(common)
       ext.extra_link_args = list(link)
       if ext.name == XLA_NAME:
-        ext.include_dirs = [os.path.join(inc, "external", "highwayhash"),
-                            os.path.join(inc, "external", "farmhash_archive", "src")]
+        ext.include_dirs = [
+          os.path.join(inc, "external", "highwayhash"),
+          os.path.join(inc, "external", "farmhash_archive", "src"),
+        ]
         ext.extra_link_args.append("-l:libtensorflow_cc.so.2")
       elif ext.name == CORE_NAME and nvcc:
         ext.extra_compile_args.append("-DGOOGLE_CUDA=1")
@@ -133,22 +137,35 @@ class BuildExt(_build_ext):
     src = os.path.join(_CC, "flatten_with_seq_len_mask.cu.cc")
     out = os.path.join(self.build_temp, "flatten_with_seq_len_mask.cu.o")
     os.makedirs(self.build_temp, exist_ok=True)
-    cmd = [nvcc, "-c", "-o", out, src, "-x", "cu", "-O2", "-Xcompiler", "-fPIC", "-DGOOGLE_CUDA=1",
-           "--expt-relaxed-constexpr", "-DNDEBUG", "-w"] + cflags
+    cmd = [
+      nvcc,
+      "-c",
+      "-o",
+      out,
+      src,
+      "-x",
+      "cu",
+      "-O2",
+      "-Xcompiler",
+      "-fPIC",
+      "-DGOOGLE_CUDA=1",
+      "--expt-relaxed-constexpr",
+      "-DNDEBUG",
+      "-w",
+    ] + cflags
     print(" ".join(cmd))
     subprocess.check_call(cmd)
     return out
 
   def _make_build_info(self, tf, nvcc) -> dict:
-    built = {ext.name.rsplit(".", 1)[1]: os.path.exists(self.get_ext_fullpath(ext.name))
-             for ext in self.extensions}
+    built = {ext.name.rsplit(".", 1)[1]: os.path.exists(self.get_ext_fullpath(ext.name)) for ext in self.extensions}
     return {
-        "tensorflow_version": tf.__version__,
-        "compile_flags": tf.sysconfig.get_compile_flags(),
-        "python": sys.version.split()[0],
-        "platform": sysconfig.get_platform(),
-        "cuda": bool(nvcc),
-        "libraries": built,
+      "tensorflow_version": tf.__version__,
+      "compile_flags": tf.sysconfig.get_compile_flags(),
+      "python": sys.version.split()[0],
+      "platform": sysconfig.get_platform(),
+      "cuda": bool(nvcc),
+      "libraries": built,
     }
 
   def _write_build_info(self, out_dir: str):

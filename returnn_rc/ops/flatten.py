@@ -32,8 +32,7 @@ def _normalise_axes(rank: int | None, batch_axis, time_axis, what: str) -> tuple
 
 def _check_dtypes(data: tf.Tensor, seq_lens: tf.Tensor, what: str):
   if data.dtype not in SUPPORTED_DTYPES:
-    raise TypeError(f"{what} has dtype {data.dtype.name}, supported: "
-                    f"{', '.join(d.name for d in SUPPORTED_DTYPES)}")
+    raise TypeError(f"{what} has dtype {data.dtype.name}, supported: {', '.join(d.name for d in SUPPORTED_DTYPES)}")
   if seq_lens.dtype not in LEN_DTYPES:
     raise TypeError(f"seq_lens must be int32 or int64, got {seq_lens.dtype.name}")
   if seq_lens.shape.rank is not None and seq_lens.shape.rank != 1:
@@ -60,8 +59,15 @@ def _time_major(time_major) -> bool:
   return bool(time_major)
 
 
-def flatten_with_seq_len_mask(x, seq_lens, *, batch_dim_axis: int = 0, time_dim_axis: int = 1,
-                              time_major: bool | None = None, name: str | None = None) -> tf.Tensor:
+def flatten_with_seq_len_mask(
+  x,
+  seq_lens,
+  *,
+  batch_dim_axis: int = 0,
+  time_dim_axis: int = 1,
+  time_major: bool | None = None,
+  name: str | None = None,
+) -> tf.Tensor:
   """Removes the padded frames of ``x``.
 
   Bad input: wrong dtypes / ranks / axes raise TypeError / ValueError at graph build time;
@@ -100,15 +106,22 @@ def flatten_with_seq_len_mask(x, seq_lens, *, batch_dim_axis: int = 0, time_dim_
     if _loader.use_fallback() or (rank is not None and _in_xla_context() and not _xla_ok()):
       if rank is None:
         raise ValueError("the pure-TF fallback needs x with known rank")
-      return _fallback.flatten(x, _fallback_lens(seq_lens), batch_axis, time_axis, major,
-                               strict=not _in_xla_context())
+      return _fallback.flatten(x, _fallback_lens(seq_lens), batch_axis, time_axis, major, strict=not _in_xla_context())
     return _loader.core().flatten_with_seq_len_mask(
-        x, seq_lens, batch_axis=batch_axis, time_axis=time_axis, time_major=major)
+      x, seq_lens, batch_axis=batch_axis, time_axis=time_axis, time_major=major
+    )
 
 
-def unflatten_with_seq_len_mask(packed, seq_lens, max_time, *, batch_dim_axis: int = 0,
-                                time_dim_axis: int = 1, time_major: bool | None = None,
-                                name: str | None = None) -> tf.Tensor:
+def unflatten_with_seq_len_mask(
+  packed,
+  seq_lens,
+  max_time,
+  *,
+  batch_dim_axis: int = 0,
+  time_dim_axis: int = 1,
+  time_major: bool | None = None,
+  name: str | None = None,
+) -> tf.Tensor:
   """Inverse of :func:`flatten_with_seq_len_mask`.
 
   Args:
@@ -143,10 +156,12 @@ def unflatten_with_seq_len_mask(packed, seq_lens, max_time, *, batch_dim_axis: i
     if _loader.use_fallback() or (rank is not None and _in_xla_context() and not _xla_ok()):
       if rank is None:
         raise ValueError("the pure-TF fallback needs packed with known rank")
-      return _fallback.unflatten(packed, _fallback_lens(seq_lens), max_time, batch_axis, time_axis, major,
-                                 strict=not _in_xla_context())
+      return _fallback.unflatten(
+        packed, _fallback_lens(seq_lens), max_time, batch_axis, time_axis, major, strict=not _in_xla_context()
+      )
     return _loader.core().unflatten_with_seq_len_mask(
-        packed, seq_lens, max_time, batch_axis=batch_axis, time_axis=time_axis, time_major=major)
+      packed, seq_lens, max_time, batch_axis=batch_axis, time_axis=time_axis, time_major=major
+    )
 
 
 def _xla_ok() -> bool:
@@ -154,8 +169,9 @@ def _xla_ok() -> bool:
 
 
 def _axes(op):
-  return dict(batch_axis=op.get_attr("batch_axis"), time_axis=op.get_attr("time_axis"),
-              time_major=op.get_attr("time_major"))
+  return dict(
+    batch_axis=op.get_attr("batch_axis"), time_axis=op.get_attr("time_axis"), time_major=op.get_attr("time_major")
+  )
 
 
 @tf.RegisterGradient("FlattenWithSeqLenMask")

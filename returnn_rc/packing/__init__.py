@@ -18,5 +18,15 @@ from returnn_rc.packing.loss import pack_frames_upstream, packed_ops, report
 from returnn_rc.packing.rewrite import PackingReport
 from returnn_rc.packing.switch import ENV_VAR, enabled, is_enabled
 
-__all__ = ["ENV_VAR", "PackedDim", "PackingReport", "enabled", "is_enabled", "pack", "pack_frames_upstream",
-           "packed_ops", "report", "unpack"]
+__all__ = [
+  "ENV_VAR",
+  "PackedDim",
+  "PackingReport",
+  "enabled",
+  "is_enabled",
+  "pack",
+  "pack_frames_upstream",
+  "packed_ops",
+  "report",
+  "unpack",
+]

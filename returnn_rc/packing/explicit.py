@@ -68,6 +68,7 @@ def pack(tensor: Tensor, dim: Optional[Dim] = None, *, name: Optional[str] = Non
   """
   from returnn_rc import ops  # pylint: disable=import-outside-toplevel
   from returnn_rc.packing import loss as _loss  # pylint: disable=import-outside-toplevel
+
   if not isinstance(tensor, Tensor):
     raise TypeError(f"rc.pack: expected an rc.Tensor, got {type(tensor).__name__}")
   if not tensor.have_batch_axis():
@@ -89,8 +90,14 @@ def pack(tensor: Tensor, dim: Optional[Dim] = None, *, name: Optional[str] = Non
     packed = ops.flatten_with_seq_len_mask(raw, dim.get_dyn_size(), batch_dim_axis=0, time_dim_axis=1)
   packed_dim = PackedDim(dim, source=raw)
   feature = tensor.feature_dim if tensor.feature_dim in rest else None
-  return Tensor(name or tensor.name, [packed_dim] + rest, tensor.dtype, raw_tensor=packed,
-                sparse_dim=tensor.sparse_dim, feature_dim=feature)
+  return Tensor(
+    name or tensor.name,
+    [packed_dim] + rest,
+    tensor.dtype,
+    raw_tensor=packed,
+    sparse_dim=tensor.sparse_dim,
+    feature_dim=feature,
+  )
 
 
 def unpack(tensor: Tensor, *, max_time: Optional[tf.Tensor] = None, name: Optional[str] = None) -> Tensor:
@@ -103,6 +110,7 @@ def unpack(tensor: Tensor, *, max_time: Optional[tf.Tensor] = None, name: Option
     dims ``[batch_dim, time_dim, rest...]``.
   """
   from returnn_rc import ops  # pylint: disable=import-outside-toplevel
+
   if not isinstance(tensor, Tensor):
     raise TypeError(f"rc.unpack: expected an rc.Tensor, got {type(tensor).__name__}")
   packed_dims = [d for d in tensor.dims if isinstance(d, PackedDim)]
@@ -114,5 +122,11 @@ def unpack(tensor: Tensor, *, max_time: Optional[tf.Tensor] = None, name: Option
   if max_time is None:
     max_time = pdim.get_max_time()
   raw = ops.unflatten_with_seq_len_mask(x.get_raw(), pdim.seq_lens, max_time, batch_dim_axis=0, time_dim_axis=1)
-  return Tensor(name or tensor.name, [batch_dim, pdim.time_dim] + rest, tensor.dtype, raw_tensor=raw,
-                sparse_dim=tensor.sparse_dim, feature_dim=tensor.feature_dim)
+  return Tensor(
+    name or tensor.name,
+    [batch_dim, pdim.time_dim] + rest,
+    tensor.dtype,
+    raw_tensor=raw,
+    sparse_dim=tensor.sparse_dim,
+    feature_dim=tensor.feature_dim,
+  )

@@ -26,6 +26,7 @@ def frame_loss_dims(loss: Tensor) -> Optional[str]:
 
 def in_xla_context() -> bool:
   from returnn_rc.ops import flatten as _flatten  # pylint: disable=import-outside-toplevel
+
   return _flatten._in_xla_context()  # pylint: disable=protected-access
 
 
@@ -57,8 +58,9 @@ def pack_frames_upstream(tensor: Tensor, *, sibling_losses: Sequence[Tensor] = (
       rewrite.store(raw.graph).reports[raw.name] = PackingReport(root=raw.name, reason=why)
     return None
   seq_lens = tensor.dims[1].get_dyn_size()
-  packed, _ = rewrite.pack_upstream(raw, seq_lens, excluded_sinks=_packed_loss_sinks(raw.graph, sibling_losses),
-                                    checks=not xla)
+  packed, _ = rewrite.pack_upstream(
+    raw, seq_lens, excluded_sinks=_packed_loss_sinks(raw.graph, sibling_losses), checks=not xla
+  )
   return packed
 
 

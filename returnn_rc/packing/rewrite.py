@@ -43,8 +43,15 @@ _STORE_ATTR = "_returnn_rc_packing_store"
 
 # dtypes FlattenWithSeqLenMask takes, and what others are packed as (exact round trip).
 _DIRECT = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)
-_VIA = {tf.bool: tf.int32, tf.int8: tf.int32, tf.int16: tf.int32, tf.uint8: tf.int32, tf.uint16: tf.int32,
-        tf.uint32: tf.int64, tf.uint64: tf.int64}
+_VIA = {
+  tf.bool: tf.int32,
+  tf.int8: tf.int32,
+  tf.int16: tf.int32,
+  tf.uint8: tf.int32,
+  tf.uint16: tf.int32,
+  tf.uint32: tf.int64,
+  tf.uint64: tf.int64,
+}
 
 _FRONTIER, _CACHED, _FAIL = "frontier", "cached", "fail"
 
@@ -124,7 +131,6 @@ def _pack_dtype(dtype: tf.DType) -> Optional[tf.DType]:
 
 
 class _Planner:
-
   def __init__(self, st: _Store, seq_lens: tf.Tensor, forced: Dict[str, str], ev: shape_expr.Evaluator):
     self.store, self.seq_lens, self.forced, self.ev = st, seq_lens, forced, ev
     self.nodes: Dict[str, _Node] = {}
@@ -200,9 +206,13 @@ def _reused_inputs(node: _Node) -> List[tf.Tensor]:
 def _live_ops(graph: tf.Graph, excluded_sinks: Set[str], needed: Iterable[tf.Operation]) -> Set[str]:
   """Names of the ops that run anyway: ancestors of every sink (an op nobody consumes) other than
   ``excluded_sinks`` (the losses being packed), and of ``needed``."""
-  todo = [op for op in graph.get_operations()
-          if op.name not in excluded_sinks and not op._control_outputs  # pylint: disable=protected-access
-          and not any(out.consumers() for out in op.outputs)]
+  todo = [
+    op
+    for op in graph.get_operations()
+    if op.name not in excluded_sinks
+    and not op._control_outputs  # pylint: disable=protected-access
+    and not any(out.consumers() for out in op.outputs)
+  ]
   todo.extend(needed)
   live: Set[str] = set()
   while todo:
@@ -241,8 +251,11 @@ def _make_plan(root: tf.Tensor, seq_lens: tf.Tensor, excluded_sinks: Set[str], s
         needed.extend(n.tensor.op.control_inputs)
     live = _live_ops(root.graph, excluded_sinks, needed)
     bad = {n.tensor.name: "needed unpacked elsewhere" for n in region if n.tensor.op.name in live}
-    bad.update(dict.fromkeys(_not_worth_it(planner, region), "elementwise op of inputs packed separately: "
-                             "packing its output is cheaper"))
+    bad.update(
+      dict.fromkeys(
+        _not_worth_it(planner, region), "elementwise op of inputs packed separately: packing its output is cheaper"
+      )
+    )
     anchor = _anchor(order)
     if anchor is None:  # nothing to read T from: re-created random ops cannot be built
       bad.update({n.tensor.name: "no tensor to read T from" for n in region if n.kind == RECREATE})
@@ -287,7 +300,6 @@ def _anchor(order: List[_Node]) -> Optional[Tuple[tf.Tensor, int, str]]:
 
 
 class _Builder:
-
   def __init__(self, plan: _Plan, seq_lens: tf.Tensor, st: _Store, checks: bool):
     self.plan, self.seq_lens, self.store = plan, seq_lens, st
     self.checks = checks
@@ -320,12 +332,14 @@ class _Builder:
 
   def flatten(self, t: tf.Tensor, layout: str) -> tf.Tensor:
     from returnn_rc import ops  # pylint: disable=import-outside-toplevel
+
     via = _pack_dtype(t.dtype)
     x = t if via == t.dtype else tf.cast(t, via)
     if layout == ROWS:
       rows = tf.shape(x, out_type=tf.int32)[0]
-      x = tf.reshape(x, tf.concat([tf.stack([self.batch, rows // tf.maximum(self.batch, 1)]),
-                                   tf.shape(x, out_type=tf.int32)[1:]], 0))
+      x = tf.reshape(
+        x, tf.concat([tf.stack([self.batch, rows // tf.maximum(self.batch, 1)]), tf.shape(x, out_type=tf.int32)[1:]], 0)
+      )
     else:
       self.expect.append((tf.shape(x, out_type=tf.int32)[1], "T"))
       self.flattened_frames = True
@@ -392,8 +406,11 @@ class _Builder:
     if self.expect:
       actual = tf.stack([d for d, _ in self.expect])
       expected = tf.stack([self.batch if k == "B" else self.time for _, k in self.expect])
-      checks.append(tf.debugging.assert_equal(
-          actual, expected, message="packing: tensors of one loss's chain have different [B,T] frame dims"))
+      checks.append(
+        tf.debugging.assert_equal(
+          actual, expected, message="packing: tensors of one loss's chain have different [B,T] frame dims"
+        )
+      )
     if not self.flattened_frames and self.plan.anchor is not None:
       lens = tf.cast(self.seq_lens, tf.int32)
       checks.append(tf.debugging.assert_less_equal(lens, self.time, message="seq_lens larger than T"))
@@ -429,8 +446,9 @@ class _like:  # pylint: disable=invalid-name
 # --- entry point --------------------------------------------------------------------------------
 
 
-def pack_upstream(root: tf.Tensor, seq_lens: tf.Tensor, *, excluded_sinks: Iterable[str] = (),
-                  checks: bool = True) -> Tuple[Optional[tf.Tensor], PackingReport]:
+def pack_upstream(
+  root: tf.Tensor, seq_lens: tf.Tensor, *, excluded_sinks: Iterable[str] = (), checks: bool = True
+) -> Tuple[Optional[tf.Tensor], PackingReport]:
   """``root`` ``[B,T,...]`` packed to ``[N,...]`` with its row-wise producers rebuilt on packed frames.
 
   Args:

@@ -142,8 +142,13 @@ def broadcast_operand(x: tf.Tensor, out_rank: int, layout: str) -> Operand:
     return Operand(PACK, layout=layout)
   if not any(varies.values()) and offset == nf - 1:
     return Operand(REUSE)  # e.g. [1,C] against a packed [N,C]
-  return Operand(BCAST, batch_axis=axes.get(0), time_axis=axes.get(1), batch_varies=varies.get(0, False),
-                 time_varies=varies.get(1, False))
+  return Operand(
+    BCAST,
+    batch_axis=axes.get(0),
+    time_axis=axes.get(1),
+    batch_varies=varies.get(0, False),
+    time_varies=varies.get(1, False),
+  )
 
 
 # --- rules --------------------------------------------------------------------------------------
@@ -267,10 +272,10 @@ def _einsum(op, out_index, layout, ev):
       new_terms.append(term)
     elif term[:nf] == frame and not any(has[nf:]):
       operands.append(Operand(PACK, layout=layout))
-      new_terms.append(term[nf - 1:] if layout == FRAME else term)
+      new_terms.append(term[nf - 1 :] if layout == FRAME else term)
     else:
       raise NotRowWise(f"einsum {equation!r}: operand {term!r} has the frame axes elsewhere")
-  new_out = out[nf - 1:] if layout == FRAME else out
+  new_out = out[nf - 1 :] if layout == FRAME else out
   return Spec(CLONE, operands, attrs={"equation": ",".join(new_terms) + "->" + new_out})
 
 
@@ -326,8 +331,9 @@ def _squeeze(op, out_index, layout, ev):
   dims = list(op.get_attr("squeeze_dims"))
   if not dims:
     raise NotRowWise("squeeze without explicit axes (could remove a frame axis of size 1)")
-  return Spec(CLONE, [Operand(PACK, layout=layout)], attrs={"squeeze_dims": [packed_axis(a, rank, layout)
-                                                                               for a in dims]})
+  return Spec(
+    CLONE, [Operand(PACK, layout=layout)], attrs={"squeeze_dims": [packed_axis(a, rank, layout) for a in dims]}
+  )
 
 
 def _one_hot(op, out_index, layout, ev):
@@ -335,12 +341,12 @@ def _one_hot(op, out_index, layout, ev):
   out_rank = check_layout(op.outputs[out_index], layout)
   axis = op.get_attr("axis")
   new = packed_axis(out_rank - 1 if axis == -1 else axis, out_rank, layout)
-  return Spec(CLONE, [Operand(PACK, layout=layout)] + [Operand(REUSE)] * 3,
-              attrs={"axis": -1 if axis == -1 else new})
+  return Spec(CLONE, [Operand(PACK, layout=layout)] + [Operand(REUSE)] * 3, attrs={"axis": -1 if axis == -1 else new})
 
 
-def _trailing_dims_equal(big: tf.Tensor, big_shape: Optional[Sequence], small: tf.Tensor,
-                         small_shape: Optional[Sequence]) -> bool:
+def _trailing_dims_equal(
+  big: tf.Tensor, big_shape: Optional[Sequence], small: tf.Tensor, small_shape: Optional[Sequence]
+) -> bool:
   """Whether ``big``'s dims from axis 2 equal ``small``'s dims from axis 1 (statically or symbolically).
 
   ``big_shape`` / ``small_shape``: symbolic entries of the tensors' shapes where known (a Reshape's
@@ -393,15 +399,25 @@ def _reshape(op, out_index, layout, ev):
   if x_rank >= nf and sym is not None and len(sym) == out_rank:
     keeps_frames = all(isinstance(sym[i], shape_expr.DimOf) and sym[i].axis == i for i in range(nf))
     rest, x_rest = sym[nf:], x.shape.as_list()[nf:]
-    if (keeps_frames and all(isinstance(e, int) and e >= 0 for e in rest) and None not in x_rest
-        and int(np.prod(rest, dtype=np.int64)) == int(np.prod(x_rest, dtype=np.int64))):
+    if (
+      keeps_frames
+      and all(isinstance(e, int) and e >= 0 for e in rest)
+      and None not in x_rest
+      and int(np.prod(rest, dtype=np.int64)) == int(np.prod(x_rest, dtype=np.int64))
+    ):
       return Spec(CLONE, [Operand(PACK, layout=layout), Operand(REUSE)], const_inputs={1: [-1] + list(rest)})
   raise NotRowWise("reshape that is neither [B,T,F]<->[B*T,F] nor on static feature dims only")
 
 
 _STATEFUL_RANDOM = ("RandomUniform", "RandomStandardNormal", "TruncatedNormal")
-_STATELESS_RANDOM = ("StatelessRandomUniformV2", "StatelessRandomNormalV2", "StatelessTruncatedNormalV2",
-                     "StatelessRandomUniform", "StatelessRandomNormal", "StatelessTruncatedNormal")
+_STATELESS_RANDOM = (
+  "StatelessRandomUniformV2",
+  "StatelessRandomNormalV2",
+  "StatelessTruncatedNormalV2",
+  "StatelessRandomUniform",
+  "StatelessRandomNormal",
+  "StatelessTruncatedNormal",
+)
 
 
 def _random(op, out_index, layout, ev):
@@ -427,27 +443,48 @@ CHEAP: set = {"ConcatV2", "Transpose", "ExpandDims", "Squeeze", "Identity"}
 def _rules() -> Dict[str, Rule]:
   table: Dict[str, Rule] = {}
   unary = (
-      "Abs Acos Acosh Asin Asinh Atan Atanh Ceil CheckNumerics Cos Cosh Digamma Elu Erf Erfc Exp Expm1 Floor "
-      "Identity Inv Invert IsFinite IsInf IsNan LeakyRelu Lgamma Log Log1p LogicalNot Neg OnesLike Reciprocal "
-      "Relu Relu6 Rint Round Rsqrt Selu Sigmoid Sign Sin Sinh Snapshot Softplus Softsign Sqrt Square StopGradient "
-      "Tan Tanh ZerosLike Cast").split()
+    "Abs Acos Acosh Asin Asinh Atan Atanh Ceil CheckNumerics Cos Cosh Digamma Elu Erf Erfc Exp Expm1 Floor "
+    "Identity Inv Invert IsFinite IsInf IsNan LeakyRelu Lgamma Log Log1p LogicalNot Neg OnesLike Reciprocal "
+    "Relu Relu6 Rint Round Rsqrt Selu Sigmoid Sign Sin Sinh Snapshot Softplus Softsign Sqrt Square StopGradient "
+    "Tan Tanh ZerosLike Cast"
+  ).split()
   binary = (
-      "Add AddV2 Atan2 Div DivNoNan Equal FloorDiv FloorMod Greater GreaterEqual Less LessEqual LogicalAnd "
-      "LogicalOr Maximum Minimum Mul MulNoNan NotEqual Pow RealDiv SquaredDifference Sub TruncateDiv TruncateMod "
-      "Xdivy Xlog1py Xlogy SelectV2 ClipByValue").split()
+    "Add AddV2 Atan2 Div DivNoNan Equal FloorDiv FloorMod Greater GreaterEqual Less LessEqual LogicalAnd "
+    "LogicalOr Maximum Minimum Mul MulNoNan NotEqual Pow RealDiv SquaredDifference Sub TruncateDiv TruncateMod "
+    "Xdivy Xlog1py Xlogy SelectV2 ClipByValue"
+  ).split()
   CHEAP.update(unary + binary + ["AddN", "Select"])
   for name in unary:
     table[name] = _unary
   for name in binary:
     table[name] = _elementwise
-  table.update({
-      "AddN": _add_n, "Select": _select_v1, "BiasAdd": _bias_add, "Softmax": _last_axis, "LogSoftmax": _last_axis,
-      "SparseSoftmaxCrossEntropyWithLogits": _xent, "SoftmaxCrossEntropyWithLogits": _xent,
-      "ArgMax": _arg_reduce, "ArgMin": _arg_reduce, "MatMul": _matmul, "BatchMatMul": _batch_matmul,
-      "BatchMatMulV2": _batch_matmul, "BatchMatMulV3": _batch_matmul, "Einsum": _einsum, "GatherV2": _gather,
-      "ResourceGather": _gather, "Gather": _gather, "ConcatV2": _concat, "Transpose": _transpose,
-      "ExpandDims": _expand_dims, "Squeeze": _squeeze, "OneHot": _one_hot, "Reshape": _reshape,
-  })
+  table.update(
+    {
+      "AddN": _add_n,
+      "Select": _select_v1,
+      "BiasAdd": _bias_add,
+      "Softmax": _last_axis,
+      "LogSoftmax": _last_axis,
+      "SparseSoftmaxCrossEntropyWithLogits": _xent,
+      "SoftmaxCrossEntropyWithLogits": _xent,
+      "ArgMax": _arg_reduce,
+      "ArgMin": _arg_reduce,
+      "MatMul": _matmul,
+      "BatchMatMul": _batch_matmul,
+      "BatchMatMulV2": _batch_matmul,
+      "BatchMatMulV3": _batch_matmul,
+      "Einsum": _einsum,
+      "GatherV2": _gather,
+      "ResourceGather": _gather,
+      "Gather": _gather,
+      "ConcatV2": _concat,
+      "Transpose": _transpose,
+      "ExpandDims": _expand_dims,
+      "Squeeze": _squeeze,
+      "OneHot": _one_hot,
+      "Reshape": _reshape,
+    }
+  )
   for name in ("Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "EuclideanNorm"):
     table[name] = _reduce
   for name in _STATEFUL_RANDOM + _STATELESS_RANDOM:
@@ -476,13 +513,16 @@ _XLA_ATTRS = ("_XlaCompile", "_XlaScope", "_XlaSeparateCompiledGradients")
 # op-def names that the tf.raw_ops function spells differently (its ApiDef renames them).
 _REDUCE_RENAMES = {"reduction_indices": "axis"}
 _RAW_RENAMES: Dict[str, Dict[str, str]] = {
-    **{name: _REDUCE_RENAMES for name in ("Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "EuclideanNorm")},
-    "ExpandDims": {"dim": "axis"}, "Select": {"t": "x", "e": "y"}, "Squeeze": {"squeeze_dims": "axis"},
+  **{name: _REDUCE_RENAMES for name in ("Sum", "Mean", "Max", "Min", "Prod", "All", "Any", "EuclideanNorm")},
+  "ExpandDims": {"dim": "axis"},
+  "Select": {"t": "x", "e": "y"},
+  "Squeeze": {"squeeze_dims": "axis"},
 }
 
 
-def raw_op_kwargs(op: tf.Operation, inputs: Sequence[tf.Tensor], attrs: Optional[Dict[str, Any]] = None
-                  ) -> Dict[str, Any]:
+def raw_op_kwargs(
+  op: tf.Operation, inputs: Sequence[tf.Tensor], attrs: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
   """Keyword arguments of ``tf.raw_ops.<op.type>`` that rebuild ``op`` on ``inputs`` (op-def order).
 
   Type attrs are left to be inferred from the inputs; the other attrs are ``op``'s, or ``attrs``'s.
@@ -495,7 +535,7 @@ def raw_op_kwargs(op: tf.Operation, inputs: Sequence[tf.Tensor], attrs: Optional
   for arg in op_def.input_arg:
     if arg.number_attr or arg.type_list_attr:
       n = op.get_attr(arg.number_attr) if arg.number_attr else len(op.get_attr(arg.type_list_attr))
-      kwargs[arg.name] = list(inputs[idx:idx + n])
+      kwargs[arg.name] = list(inputs[idx : idx + n])
       idx += n
       inferred.update(a for a in (arg.number_attr, arg.type_list_attr) if a)
     else:
@@ -517,8 +557,9 @@ def raw_op_kwargs(op: tf.Operation, inputs: Sequence[tf.Tensor], attrs: Optional
   return kwargs
 
 
-def clone_op(op: tf.Operation, inputs: Sequence[tf.Tensor], attrs: Optional[Dict[str, Any]] = None,
-             name: Optional[str] = None) -> tf.Operation:
+def clone_op(
+  op: tf.Operation, inputs: Sequence[tf.Tensor], attrs: Optional[Dict[str, Any]] = None, name: Optional[str] = None
+) -> tf.Operation:
   """A new op of ``op``'s type and attrs (``attrs`` overriding some) on ``inputs`` (one per input of ``op``).
 
   Calls ``tf.raw_ops.<type>`` (see :func:`raw_op_kwargs`). The XLA clustering attrs of ``op`` are

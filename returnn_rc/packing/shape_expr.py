@@ -29,7 +29,6 @@ class DimOf:
 
 
 class _Unknown:
-
   def __repr__(self) -> str:
     return "UNKNOWN"
 
@@ -90,7 +89,7 @@ class Evaluator:
       if vec is None or begin is None or size is None or len(begin) != 1 or len(size) != 1:
         return None
       end = len(vec) if size[0] == -1 else begin[0] + size[0]
-      return vec[begin[0]:end]
+      return vec[begin[0] : end]
     if kind == "GatherV2":
       vec, idx, axis = self.vector(op.inputs[0]), _static(op.inputs[1]), self.ints(op.inputs[2])
       if vec is None or idx is None or axis != (0,) or op.get_attr("batch_dims") != 0:
@@ -136,7 +135,7 @@ class Evaluator:
     e = None if op.get_attr("end_mask") & 1 else end[0]
     if op.get_attr("shrink_axis_mask") & 1:
       return vec[b] if b is not None and -len(vec) <= b < len(vec) else None
-    return vec[b:e:strides[0]]
+    return vec[b : e : strides[0]]
 
 
 def _static(t: tf.Tensor) -> Optional[Value]:

@@ -73,8 +73,10 @@ def output_fingerprint(built: goldens.Built, outputs: Mapping[str, np.ndarray]) 
   for name, (batch_axis, dyn) in built.output_dims.items():
     lens = {axis: outputs[key] for axis, key in dyn.items()}
     num_seqs = outputs[name].shape[batch_axis]
-    out[name] = [float(np.sum(np.square(goldens.per_seq(outputs[name], batch_axis, lens, b), dtype=np.float64)))
-                 for b in range(num_seqs)]
+    out[name] = [
+      float(np.sum(np.square(goldens.per_seq(outputs[name], batch_axis, lens, b), dtype=np.float64)))
+      for b in range(num_seqs)
+    ]
   return out
 
 
@@ -89,9 +91,12 @@ def figures(built: goldens.Built, sess: tf.compat.v1.Session) -> Dict[str, Any]:
     return {k: [float(s), float(n)] for k, (s, n) in sess.run(built.report, dev_feed).items()}
 
   total, grads, outputs = sess.run([built.total_loss, built.grads, built.outputs], dev_feed)
-  result = {"dev": dev(), "total": float(total),
-            "grads": {k: float(np.sum(np.square(g, dtype=np.float64))) for k, g in grads.items()},
-            "outputs": output_fingerprint(built, outputs)}
+  result = {
+    "dev": dev(),
+    "total": float(total),
+    "grads": {k: float(np.sum(np.square(g, dtype=np.float64))) for k, g in grads.items()},
+    "outputs": output_fingerprint(built, outputs),
+  }
   sess.run(built.train_op, built.feed(train_batch(built), train=True))
   result["dev_after_step"] = dev()
   return result
@@ -111,4 +116,3 @@ def write_json(path: str, value: Any) -> None:
   with open(path, "w", encoding="utf-8") as f:
     json.dump(value, f, indent=2, sort_keys=True)
     f.write("\n")
-

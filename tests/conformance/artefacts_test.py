@@ -37,17 +37,22 @@ def _restored(test, name):
 
 
 class ArtefactsTest(parameterized.TestCase):
-
   def test_every_golden_has_artefacts(self):
     wanted = [artefacts.DIMS_JSON, artefacts.FIGURES_JSON, *artefacts.CHECKPOINT_FILES]
     for name in goldens.names():
       missing = [f for f in wanted if not os.path.isfile(os.path.join(artefacts.golden_dir(name), f))]
-      self.assertEmpty(missing, msg=f"golden {name!r} lacks artefacts {missing} in {artefacts.golden_dir(name)}; "
-                       f"run {artefacts.GENERATE_CMD} --graphs={name}")
+      self.assertEmpty(
+        missing,
+        msg=f"golden {name!r} lacks artefacts {missing} in {artefacts.golden_dir(name)}; "
+        f"run {artefacts.GENERATE_CMD} --graphs={name}",
+      )
 
   def test_no_artefacts_of_unknown_goldens(self):
-    self.assertContainsSubset(os.listdir(artefacts.ARTEFACTS_DIR), goldens.names(),
-                              msg=f"artefacts of goldens no longer in graphs/ in {artefacts.ARTEFACTS_DIR}")
+    self.assertContainsSubset(
+      os.listdir(artefacts.ARTEFACTS_DIR),
+      goldens.names(),
+      msg=f"artefacts of goldens no longer in graphs/ in {artefacts.ARTEFACTS_DIR}",
+    )
 
   @parameterized.named_parameters(*goldens.named_parameters())
   def test_checkpoint_variables_match_the_train_graph(self, name):
@@ -92,8 +97,9 @@ class ArtefactsTest(parameterized.TestCase):
   def test_export_has_committed_dims(self, name):
     export_dir = os.path.join(self.create_tempdir().full_path, "saved_model")
     with artefacts.sizes(name):
-      desc = export.export_saved_model(goldens.module(name), checkpoint_path=artefacts.checkpoint_path(name),
-                                       export_dir=export_dir)
+      desc = export.export_saved_model(
+        goldens.module(name), checkpoint_path=artefacts.checkpoint_path(name), export_dir=export_dir
+      )
     want = artefacts.read_json(name, artefacts.DIMS_JSON)
     self.assertEqual(artefacts.stable_dims(desc), want)
     self.assertEqual(artefacts.stable_dims(export.load_dims(export_dir)), want)

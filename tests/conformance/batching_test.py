@@ -9,14 +9,16 @@ from tests.conformance import goldens
 
 
 class BatchingTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*goldens.named_parameters())
   def test_batch_equals_single_sequences(self, name):
     built = goldens.cached_build(name)
     seqs = goldens.data(name)
     sess = built.session(self)
-    fetches = {"losses": {k: (info.raw, info.dyn_axes) for k, info in built.losses.items()},
-               "report": built.report, "outputs": built.outputs}
+    fetches = {
+      "losses": {k: (info.raw, info.dyn_axes) for k, info in built.losses.items()},
+      "report": built.report,
+      "outputs": built.outputs,
+    }
     lengths = {tuple(np.shape(v)) for seq in seqs for v in seq.values()}
     self.assertGreater(len(lengths), 1, msg=f"{name}: test sequences of equal shapes prove nothing")
 
@@ -25,10 +27,12 @@ class BatchingTest(parameterized.TestCase):
 
     for loss, info in built.losses.items():
       summed, inv_norm = batch["report"][loss]
-      np.testing.assert_allclose(summed, sum(s["report"][loss][0] for s in singles), rtol=1e-5, atol=1e-5,
-                                 err_msg=f"{name}: summed {loss}")
-      np.testing.assert_allclose(inv_norm, sum(s["report"][loss][1] for s in singles), rtol=1e-6,
-                                 err_msg=f"{name}: inv norm {loss}")
+      np.testing.assert_allclose(
+        summed, sum(s["report"][loss][0] for s in singles), rtol=1e-5, atol=1e-5, err_msg=f"{name}: summed {loss}"
+      )
+      np.testing.assert_allclose(
+        inv_norm, sum(s["report"][loss][1] for s in singles), rtol=1e-6, err_msg=f"{name}: inv norm {loss}"
+      )
       if info.batch_axis < 0:
         continue
       raw, dyn = batch["losses"][loss]
@@ -38,8 +42,13 @@ class BatchingTest(parameterized.TestCase):
         want = goldens.per_seq(raw_1, info.batch_axis, dyn_1, 0)
         self.assertEqual(got.shape, want.shape, msg=f"{name}: loss {loss} seq {b}")
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"{name}: loss {loss} seq {b}")
-        np.testing.assert_allclose(np.sum(got, dtype=np.float64), single["report"][loss][0], rtol=1e-5, atol=1e-5,
-                                   err_msg=f"{name}: per-sequence contribution of {loss}, seq {b}")
+        np.testing.assert_allclose(
+          np.sum(got, dtype=np.float64),
+          single["report"][loss][0],
+          rtol=1e-5,
+          atol=1e-5,
+          err_msg=f"{name}: per-sequence contribution of {loss}, seq {b}",
+        )
 
     for out, (batch_axis, dyn) in built.output_dims.items():
       lens = {axis: batch["outputs"][key] for axis, key in dyn.items()}

@@ -13,7 +13,6 @@ _STEPS, _EPOCH = 2, 3
 
 
 class CheckpointTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*goldens.named_parameters())
   def test_restore_in_fresh_graph(self, name):
     built = goldens.cached_build(name)
@@ -53,8 +52,9 @@ class CheckpointTest(parameterized.TestCase):
     train_data = list(goldens.data(name, "train"))
     dev_data = list(goldens.data(name, "dev", 2))
     train_dir = self.create_tempdir().full_path
-    config = engine.EngineConfig(train_dir=train_dir, num_epochs=2, batch_size=2, log_every_secs=1e9,
-                                 keep_checkpoints=1)
+    config = engine.EngineConfig(
+      train_dir=train_dir, num_epochs=2, batch_size=2, log_every_secs=1e9, keep_checkpoints=1
+    )
     with engine.Engine(mod, config, train_data=train_data, dev_data=dev_data) as eng:
       (first,) = eng.train(num_epochs=1)
       step_1 = eng.step

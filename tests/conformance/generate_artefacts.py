@@ -36,10 +36,12 @@ def generate(name: str) -> None:
       for _ in range(artefacts.TRAIN_STEPS):
         sess.run(built.train_op, built.feed(artefacts.train_batch(built), train=True))
       with built.graph.as_default():  # the v1 Saver checks for graph mode
-        ckpt = built.saver.save(sess, os.path.join(tmp, artefacts.CHECKPOINT), write_meta_graph=False,
-                                write_state=False)
-    desc = export.export_saved_model(goldens.module(name), checkpoint_path=ckpt,
-                                     export_dir=os.path.join(tmp, "saved_model"))
+        ckpt = built.saver.save(
+          sess, os.path.join(tmp, artefacts.CHECKPOINT), write_meta_graph=False, write_state=False
+        )
+    desc = export.export_saved_model(
+      goldens.module(name), checkpoint_path=ckpt, export_dir=os.path.join(tmp, "saved_model")
+    )
     restored = goldens.build(name)
     with restored.session() as sess:
       with restored.graph.as_default():

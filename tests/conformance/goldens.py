@@ -48,9 +48,20 @@ HOOK_EVENTS = ("train_ctx", "train_step_done", "forward_ctx", "forward_step_done
 
 def is_random_op_type(op_type: str) -> bool:
   """Random-number ops (stateful or stateless), e.g. ``RandomUniform``, ``StatelessRandomUniformV2``."""
-  return (op_type.startswith("Random") or op_type.startswith("StatelessRandom") or "RandomUniform" in op_type
-          or op_type in ("TruncatedNormal", "StatelessTruncatedNormal", "StatelessTruncatedNormalV2",
-                         "Multinomial", "StatelessMultinomial", "RandomShuffle"))
+  return (
+    op_type.startswith("Random")
+    or op_type.startswith("StatelessRandom")
+    or "RandomUniform" in op_type
+    or op_type
+    in (
+      "TruncatedNormal",
+      "StatelessTruncatedNormal",
+      "StatelessTruncatedNormalV2",
+      "Multinomial",
+      "StatelessMultinomial",
+      "RandomShuffle",
+    )
+  )
 
 
 def is_random_op(op: tf.Operation) -> bool:
@@ -217,6 +228,7 @@ def with_hook(golden: Any, hook: Callable[[str, rc.RunCtx], None]) -> types.Modu
       hook(f"{stage}_ctx", ctx)
       func(**kwargs)
       hook(f"{stage}_step_done", ctx)
+
     return step
 
   wrapped.train_step = hooked("train", golden.train_step)
@@ -224,9 +236,15 @@ def with_hook(golden: Any, hook: Callable[[str, rc.RunCtx], None]) -> types.Modu
   return wrapped
 
 
-def build(name: str, *, train_flag: Union[str, bool] = rc_graph_state.TRAIN_FLAG_PLACEHOLDER, xla: bool = False,
-          finalize: bool = True, hook: Optional[Callable[[str, rc.RunCtx], None]] = None,
-          golden_module: Any = None) -> Built:
+def build(
+  name: str,
+  *,
+  train_flag: Union[str, bool] = rc_graph_state.TRAIN_FLAG_PLACEHOLDER,
+  xla: bool = False,
+  finalize: bool = True,
+  hook: Optional[Callable[[str, rc.RunCtx], None]] = None,
+  golden_module: Any = None,
+) -> Built:
   """Builds golden ``name`` with the engine's builder in a new graph (see the module docstring).
 
   Args:
@@ -255,20 +273,31 @@ def build(name: str, *, train_flag: Union[str, bool] = rc_graph_state.TRAIN_FLAG
   for loss_name, loss in tg.losses.items():
     tensor = loss.loss
     losses[loss_name] = LossInfo(
-        raw=tensor.get_raw(), dyn_axes={axis: d.get_dyn_size() for axis, d in enumerate(tensor.dims) if d.is_dynamic()},
-        batch_axis=tensor.get_axis_from_dim(rc.batch_dim) if tensor.have_batch_axis() else -1,
-        summed=tg.report[loss_name][0], inv_norm=tg.report[loss_name][1], used_for_optimizer=loss.used_for_optimizer)
+      raw=tensor.get_raw(),
+      dyn_axes={axis: d.get_dyn_size() for axis, d in enumerate(tensor.dims) if d.is_dynamic()},
+      batch_axis=tensor.get_axis_from_dim(rc.batch_dim) if tensor.have_batch_axis() else -1,
+      summed=tg.report[loss_name][0],
+      inv_norm=tg.report[loss_name][1],
+      used_for_optimizer=loss.used_for_optimizer,
+    )
   output_dims = {}
   for out_name, out in tg.outputs.items():
     batch_axis = out.get_axis_from_dim(rc.batch_dim) if out.have_batch_axis() else -1
     output_dims[out_name] = (batch_axis, {a: size_key(out_name, a) for a, d in enumerate(out.dims) if d.is_dynamic()})
-  return Built(name=name, train_graph=tg, placeholders=placeholders, losses=losses, output_dims=output_dims,
-               num_ops_built=len(graph.get_operations()))
+  return Built(
+    name=name,
+    train_graph=tg,
+    placeholders=placeholders,
+    losses=losses,
+    output_dims=output_dims,
+    num_ops_built=len(graph.get_operations()),
+  )
 
 
 @functools.lru_cache(maxsize=None)
-def cached_build(name: str, train_flag: Union[str, bool] = rc_graph_state.TRAIN_FLAG_PLACEHOLDER,
-                 xla: bool = False) -> Built:
+def cached_build(
+  name: str, train_flag: Union[str, bool] = rc_graph_state.TRAIN_FLAG_PLACEHOLDER, xla: bool = False
+) -> Built:
   """:func:`build`, once per process and arguments (the graph is finalized; tests open own sessions)."""
   return build(name, train_flag=train_flag, xla=xla)
 
@@ -288,8 +317,9 @@ def padding_mask(template: rc.TensorDict, padded: Mapping[str, np.ndarray], name
   return ~valid
 
 
-def corrupt_padding(template: rc.TensorDict, padded: Mapping[str, np.ndarray], variant: int = 0
-                    ) -> Tuple[Dict[str, np.ndarray], int]:
+def corrupt_padding(
+  template: rc.TensorDict, padded: Mapping[str, np.ndarray], variant: int = 0
+) -> Tuple[Dict[str, np.ndarray], int]:
   """A copy of ``padded`` with garbage in every padded element of every input.
 
   Float inputs get NaN / +Inf / -Inf (cycling, starting at ``variant``); int inputs get huge and

@@ -13,11 +13,11 @@ from tests.conformance import goldens
 
 
 class PaddingGarbageTest(parameterized.TestCase):
-
   def test_corrupt_padding_covers_float_inputs(self):
     """The float branch of the helper, on a template of its own."""
-    template = rc.TensorDict({"x": rc.Tensor("x", [rc.batch_dim, rc.Dim(None, name="t"), rc.Dim(2, name="f")],
-                                             "float32")})
+    template = rc.TensorDict(
+      {"x": rc.Tensor("x", [rc.batch_dim, rc.Dim(None, name="t"), rc.Dim(2, name="f")], "float32")}
+    )
     batch = graph_module.pad_batch(template, [{"x": np.ones([3, 2], np.float32)}, {"x": np.ones([1, 2], np.float32)}])
     dirty, count = goldens.corrupt_padding(template, batch)
     self.assertEqual(count, 4)

@@ -13,7 +13,6 @@ from tests.conformance import goldens
 
 
 class SavedModelTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*goldens.named_parameters())
   def test_round_trip(self, name):
     tmp = self.create_tempdir().full_path

@@ -21,12 +21,12 @@ def _cond_ops(built):
 
 
 def _random_upstream(built):
-  return sorted(f"{op.name} ({op.type})" for op in goldens.upstream_ops(goldens.fetches_of(built))
-                if goldens.is_random_op(op))
+  return sorted(
+    f"{op.name} ({op.type})" for op in goldens.upstream_ops(goldens.fetches_of(built)) if goldens.is_random_op(op)
+  )
 
 
 class StaticFlagTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*goldens.named_parameters())
   def test_no_cond_ops_in_any_build(self, name):
     for flag in (True, False, graph_state.TRAIN_FLAG_PLACEHOLDER, graph_state.TRAIN_FLAG_VARIABLE):
@@ -35,15 +35,20 @@ class StaticFlagTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*goldens.named_parameters())
   def test_flag_false_has_no_random_ops(self, name):
-    self.assertEmpty(_random_upstream(goldens.cached_build(name, False)),
-                     msg=f"{name}: random ops upstream of the fetches with train_flag=False")
+    self.assertEmpty(
+      _random_upstream(goldens.cached_build(name, False)),
+      msg=f"{name}: random ops upstream of the fetches with train_flag=False",
+    )
     # Positive control: the detector finds dropout where it is. Every golden uses rc.dropout (the contract
     # of graphs/__init__.py), so the flag-on and the dynamic build have random ops upstream of the
     # fetches, the same number in both.
     on = _random_upstream(goldens.cached_build(name, True))
     dynamic = _random_upstream(goldens.cached_build(name))
-    self.assertNotEmpty(on, msg=f"{name}: no random op found upstream of the fetches with train_flag=True; every "
-                        f"golden must use rc.dropout, else this test proves nothing")
+    self.assertNotEmpty(
+      on,
+      msg=f"{name}: no random op found upstream of the fetches with train_flag=True; every "
+      f"golden must use rc.dropout, else this test proves nothing",
+    )
     self.assertLen(dynamic, len(on), msg=f"{name}: random ops with the dynamic flag {dynamic} vs static True {on}")
 
   @parameterized.named_parameters(*goldens.named_parameters())
@@ -56,8 +61,10 @@ class StaticFlagTest(parameterized.TestCase):
     batch = dynamic.pad(goldens.data(name))
 
     def fetch(built, sess):
-      return sess.run({"report": built.report, "total": built.total_loss, "grads": built.grads,
-                       "outputs": built.outputs}, built.feed(batch, train=False))
+      return sess.run(
+        {"report": built.report, "total": built.total_loss, "grads": built.grads, "outputs": built.outputs},
+        built.feed(batch, train=False),
+      )
 
     got, want = fetch(static, sess_s), fetch(dynamic, sess_d)
     self.assertEqual(set(got["grads"]), set(want["grads"]))

@@ -19,7 +19,6 @@ def _params():
 
 
 class ThreadIsolationTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*_params())
   def test_two_threads_interleaved(self, name, other):
     """Thread 0 builds ``name``, thread 1 builds ``other`` (the next golden, so their losses differ)."""
@@ -32,6 +31,7 @@ class ThreadIsolationTest(parameterized.TestCase):
         barrier.wait()  # both threads entered / filled their context: a shared one would be overwritten now
         seen[idx].append((event, rc.get_run_ctx() is ctx, ctx))
         barrier.wait()
+
       try:
         results[idx] = goldens.build(golden, hook=hook)
       except BaseException as exc:  # pylint: disable=broad-except
@@ -50,10 +50,12 @@ class ThreadIsolationTest(parameterized.TestCase):
       self.assertEqual([e for e, _, _ in seen[idx]], list(goldens.HOOK_EVENTS))
       self.assertTrue(all(own for _, own, _ in seen[idx]), msg=f"thread {idx} saw another thread's context")
       tg = results[idx].train_graph
-      self.assertEqual([id(c) for _, _, c in seen[idx]], [id(tg.train_ctx)] * 2 + [id(tg.forward_ctx)] * 2,
-                       msg=f"thread {idx}: the hooked contexts are not the ones the builder used")
-    self.assertFalse({id(c) for _, _, c in seen[0]} & {id(c) for _, _, c in seen[1]},
-                     msg="a context shared by threads")
+      self.assertEqual(
+        [id(c) for _, _, c in seen[idx]],
+        [id(tg.train_ctx)] * 2 + [id(tg.forward_ctx)] * 2,
+        msg=f"thread {idx}: the hooked contexts are not the ones the builder used",
+      )
+    self.assertFalse({id(c) for _, _, c in seen[0]} & {id(c) for _, _, c in seen[1]}, msg="a context shared by threads")
 
     for built, golden in zip(results, (name, other)):
       reference = goldens.cached_build(golden)

@@ -20,7 +20,6 @@ def _params():
 
 
 class TrainEvalSwitchTest(parameterized.TestCase):
-
   @parameterized.named_parameters(*_params())
   def test_switches(self, name, kind):
     built = goldens.cached_build(name, kind)

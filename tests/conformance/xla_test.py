@@ -109,8 +109,9 @@ class XlaTest(parameterized.TestCase):
       self.assertEqual(partition[op_type], 0, msg=f"{op_type} left in the partition graphs (not clustered)")
 
     plain = goldens.cached_build(name)
-    _, executed_plain, _ = _traced_run(plain, plain.session(self), [plain.train_op, plain.report],
-                                       plain.feed(batch, train=True))
+    _, executed_plain, _ = _traced_run(
+      plain, plain.session(self), [plain.train_op, plain.report], plain.feed(batch, train=True)
+    )
     num_custom_plain = sum(executed_plain[t] for t in CUSTOM_OPS)
     self.assertEqual(num_custom_plain > 0, bool(custom), msg=f"positive control: {dict(executed_plain)}")
     self.assertEqual(executed_plain["_XlaRun"], 0)

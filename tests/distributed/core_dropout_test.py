@@ -38,19 +38,21 @@ def _mask(rows, pad_to, offset, *, raw=False, axis=None, step=STEP, layout="BTF"
 
 
 def _valid(mask, rows):
-  return [mask[i, :LENS[r]] for i, r in enumerate(rows)]
+  return [mask[i, : LENS[r]] for i, r in enumerate(rows)]
 
 
 class SplitIndependentMaskTest(parameterized.TestCase):
-
-  @parameterized.named_parameters(("tensor", False, "BTF"), ("raw", True, "BTF"), ("tensor_time_major", False, "TBF"),
-                                  ("raw_time_major", True, "TBF"))
+  @parameterized.named_parameters(
+    ("tensor", False, "BTF"), ("raw", True, "BTF"), ("tensor_time_major", False, "TBF"), ("raw_time_major", True, "TBF")
+  )
   def test_same_mask_on_any_split(self, raw, layout):
     whole, types = _mask(np.arange(B), T, 0, raw=raw, layout=layout)
     self.assertNotIn("StatelessRandomUniformV2", types)  # the index hash, not Philox over the padded shape
-    parts = [_mask(np.arange(0, 2), T + 3, 0, raw=raw, layout=layout)[0],
-             _mask(np.arange(2, 3), 6, 2, raw=raw, layout=layout)[0],
-             _mask(np.arange(3, B), 5, 3, raw=raw, layout=layout)[0]]
+    parts = [
+      _mask(np.arange(0, 2), T + 3, 0, raw=raw, layout=layout)[0],
+      _mask(np.arange(2, 3), 6, 2, raw=raw, layout=layout)[0],
+      _mask(np.arange(3, B), 5, 3, raw=raw, layout=layout)[0],
+    ]
     split = _valid(parts[0], [0, 1]) + _valid(parts[1], [2]) + _valid(parts[2], [3, 4])
     for r, (got, want) in enumerate(zip(split, _valid(whole, range(B)))):
       np.testing.assert_array_equal(got, want, err_msg=f"sequence {r}")
@@ -63,7 +65,7 @@ class SplitIndependentMaskTest(parameterized.TestCase):
     shifted, _ = _mask(np.arange(B), T, 1)
     self.assertGreater(np.mean(whole != shifted), 0.3)
     # ... and the mask of sequence r with offset 1 is that of global sequence r + 1 (same length used):
-    np.testing.assert_array_equal(shifted[:B - 1, :1], whole[1:, :1])
+    np.testing.assert_array_equal(shifted[: B - 1, :1], whole[1:, :1])
 
   def test_control_other_step_or_seed_gives_other_masks(self):
     whole, _ = _mask(np.arange(B), T, 0)
@@ -84,13 +86,19 @@ class SplitIndependentMaskTest(parameterized.TestCase):
   def test_while_loop_iterations_get_their_own_masks(self):
     def loop_masks(rows, pad_to, offset):
       g = tf.Graph()
-      with g.as_default(), rc.init_train_step_run_ctx(train_flag=True, step=tf.constant(STEP, tf.int64),
-                                                      global_seq_offset=offset):
+      with (
+        g.as_default(),
+        rc.init_train_step_run_ctx(train_flag=True, step=tf.constant(STEP, tf.int64), global_seq_offset=offset),
+      ):
         acc = tf.TensorArray(tf.float32, size=3)
 
         def body(i, acc):
-          x = rc.Tensor("x", [rc.batch_dim, rc.Dim(None, name="t"), rc.Dim(F, name="f")], "float32",
-                        raw_tensor=tf.ones([len(rows), pad_to, F]))
+          x = rc.Tensor(
+            "x",
+            [rc.batch_dim, rc.Dim(None, name="t"), rc.Dim(F, name="f")],
+            "float32",
+            raw_tensor=tf.ones([len(rows), pad_to, F]),
+          )
           x.dims[1].dyn_size = tf.constant(LENS[rows])
           return i + 1, acc.write(i, rc.dropout(x, 0.5).get_raw())
 
@@ -103,7 +111,7 @@ class SplitIndependentMaskTest(parameterized.TestCase):
     part = loop_masks(np.arange(2, B), T + 1, 2)
     for i in range(3):
       for j, r in enumerate(range(2, B)):
-        np.testing.assert_array_equal(part[i, j, :LENS[r]], whole[i, r, :LENS[r]])
+        np.testing.assert_array_equal(part[i, j, : LENS[r]], whole[i, r, : LENS[r]])
 
   def test_python_step_keeps_stateful_masks(self):
     g = tf.Graph()

@@ -20,8 +20,12 @@ STEP = 7
 
 def _weights():
   rng = np.random.RandomState(0)
-  return {"emb": rng.randn(V, E).astype(np.float32), "w": (rng.randn(2 * E, H) * 0.5).astype(np.float32),
-          "tag": rng.randn(H, K).astype(np.float32), "tok": rng.randn(H, V).astype(np.float32)}
+  return {
+    "emb": rng.randn(V, E).astype(np.float32),
+    "w": (rng.randn(2 * E, H) * 0.5).astype(np.float32),
+    "tag": rng.randn(H, K).astype(np.float32),
+    "tok": rng.randn(H, V).astype(np.float32),
+  }
 
 
 def _data():
@@ -60,21 +64,32 @@ def train_step(rc, weights, ids, tags, lens, seq_weights):
   seq_score = tf.reduce_sum(tf.where(mask, tf.reduce_logsumexp(tag_logits, -1), 0.0), axis=1)  # [B]
   ctx = rc.get_run_ctx()
   ctx.mark_as_loss(rc.Tensor("tag_ce", dims, "float32", raw_tensor=tag_ce), "tag_ce")
-  ctx.mark_as_loss(rc.Tensor("aux_ce", dims, "float32", raw_tensor=aux_ce), "aux_ce", scale=0.5,
-                   use_normalized_loss=True)
+  ctx.mark_as_loss(
+    rc.Tensor("aux_ce", dims, "float32", raw_tensor=aux_ce), "aux_ce", scale=0.5, use_normalized_loss=True
+  )
   ctx.mark_as_loss(rc.Tensor("tag_err", dims, "float32", raw_tensor=tag_err), "tag_err", as_error=True)
-  ctx.mark_as_loss(rc.Tensor("seq", [rc.batch_dim], "float32", raw_tensor=seq_score), "seq",
-                   use_normalized_loss=True, custom_inv_norm_factor=tf.constant(seq_weights))
-  ctx.mark_as_loss(rc.Tensor("aux_nf", dims, "float32", raw_tensor=aux_ce * 0.25), "aux_nf",
-                   use_normalized_loss=True, use_flatten_frames=False)
+  ctx.mark_as_loss(
+    rc.Tensor("seq", [rc.batch_dim], "float32", raw_tensor=seq_score),
+    "seq",
+    use_normalized_loss=True,
+    custom_inv_norm_factor=tf.constant(seq_weights),
+  )
+  ctx.mark_as_loss(
+    rc.Tensor("aux_nf", dims, "float32", raw_tensor=aux_ce * 0.25),
+    "aux_nf",
+    use_normalized_loss=True,
+    use_flatten_frames=False,
+  )
   return w
 
 
 def figures(rc, ctx, w):
   """(figures: name -> [summed, inv_norm, mean], total, grads of the total: name -> array) as tensors."""
   ctx.reduce_losses()
-  figs = {name: [loss.get_summed_loss().get_raw(), loss.get_inv_norm_factor().get_raw(),
-                 loss.get_mean_loss().get_raw()] for name, loss in ctx.losses.items()}
+  figs = {
+    name: [loss.get_summed_loss().get_raw(), loss.get_inv_norm_factor().get_raw(), loss.get_mean_loss().get_raw()]
+    for name, loss in ctx.losses.items()
+  }
   total = ctx.total_loss().get_raw()
   names = sorted(w)
   grads = dict(zip(names, tf.gradients(total, [w[k] for k in names])))
@@ -84,6 +99,7 @@ def figures(rc, ctx, w):
 
 def single():
   import returnn_rc as rc  # pylint: disable=import-outside-toplevel
+
   ids, tags, seq_weights = _data()
   g = tf.Graph()
   with g.as_default():
@@ -92,12 +108,17 @@ def single():
       fetches = figures(rc, ctx, w)
     with tf.compat.v1.Session(graph=g) as sess:
       figs, total, grads = sess.run(fetches)
-  return {"figures": {k: [float(x) for x in v] for k, v in figs.items()}, "total": float(total),
-          "grads": {k: v.tolist() for k, v in grads.items()}, "num_replicas": ctx.num_replicas}
+  return {
+    "figures": {k: [float(x) for x in v] for k, v in figs.items()},
+    "total": float(total),
+    "grads": {k: v.tolist() for k, v in grads.items()},
+    "num_replicas": ctx.num_replicas,
+  }
 
 
 def mirrored(cross_replica):
   import returnn_rc as rc  # pylint: disable=import-outside-toplevel
+
   ids, tags, seq_weights = _data()
   fill = np.random.RandomState(2)
   parts = [(0, SPLIT, T + 2), (SPLIT, B, int(LENS[SPLIT:].max()))]  # other padded lengths than the full batch
@@ -111,8 +132,7 @@ def mirrored(cross_replica):
     def counting_batch_reduce_to(reduce_op, value_destination_pairs, options=None):
       before = len(g.get_operations())
       out = original(reduce_op, value_destination_pairs, options)
-      calls.append({"values": len(value_destination_pairs),
-                    "ops": [op.type for op in g.get_operations()[before:]]})
+      calls.append({"values": len(value_destination_pairs), "ops": [op.type for op in g.get_operations()[before:]]})
       return out
 
     strategy.extended.batch_reduce_to = counting_batch_reduce_to
@@ -121,22 +141,35 @@ def mirrored(cross_replica):
     def fn():
       rid = tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group)
       s_ids, s_tags, s_lens, s_w, offset = shards[int(rid)]
-      with rc.init_train_step_run_ctx(train_flag=True, step=tf.constant(STEP, tf.int64), global_seq_offset=offset,
-                                      cross_replica=cross_replica) as ctx:
+      with rc.init_train_step_run_ctx(
+        train_flag=True, step=tf.constant(STEP, tf.int64), global_seq_offset=offset, cross_replica=cross_replica
+      ) as ctx:
         contexts.append(ctx)
         w = train_step(rc, _weights(), s_ids, s_tags, s_lens, s_w)
         return figures(rc, ctx, w)
 
     with strategy.scope():
       out = strategy.extended.call_for_each_replica(fn)
-    per_replica = [tf.nest.map_structure(lambda v, i=i: strategy.experimental_local_results(v)[i], out,
-                                         expand_composites=False) for i in range(2)]
+    per_replica = [
+      tf.nest.map_structure(lambda v, i=i: strategy.experimental_local_results(v)[i], out, expand_composites=False)
+      for i in range(2)
+    ]
     with tf.compat.v1.Session(graph=g) as sess:
       results = sess.run(per_replica)
-  reps = [{"figures": {k: [float(x) for x in v] for k, v in figs.items()}, "total": float(total),
-           "grads": {k: v.tolist() for k, v in grads.items()}} for figs, total, grads in results]
-  return {"replicas": reps, "collective_calls": calls, "num_replicas": [c.num_replicas for c in contexts],
-          "marked_after_reduction_error": _mark_after_reduction(rc, strategy) if cross_replica else None}
+  reps = [
+    {
+      "figures": {k: [float(x) for x in v] for k, v in figs.items()},
+      "total": float(total),
+      "grads": {k: v.tolist() for k, v in grads.items()},
+    }
+    for figs, total, grads in results
+  ]
+  return {
+    "replicas": reps,
+    "collective_calls": calls,
+    "num_replicas": [c.num_replicas for c in contexts],
+    "marked_after_reduction_error": _mark_after_reduction(rc, strategy) if cross_replica else None,
+  }
 
 
 def _mark_after_reduction(rc, strategy):
@@ -144,6 +177,7 @@ def _mark_after_reduction(rc, strategy):
   g = tf.Graph()
   errors = []
   with g.as_default():
+
     def fn():
       with rc.init_train_step_run_ctx(train_flag=True) as ctx:
         ctx.mark_as_loss(tf.constant([1.0, 2.0]), "a", dims=[rc.Dim(2, name="f")])
@@ -152,6 +186,7 @@ def _mark_after_reduction(rc, strategy):
           ctx.mark_as_loss(tf.constant([1.0]), "b", dims=[rc.Dim(1, name="g")])
         except RuntimeError as exc:
           errors.append(str(exc))
+
     s = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with s.scope():
       s.extended.call_for_each_replica(fn)

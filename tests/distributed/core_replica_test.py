@@ -22,10 +22,21 @@ _RTOL = 1e-6
 def _run_script():
   with tempfile.TemporaryDirectory(prefix="rc_core_replica_") as tmp:
     out = os.path.join(tmp, "result.json")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-               TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-m", "tests.distributed.core_replica_script", out], cwd=_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    env = dict(
+      os.environ,
+      PYTHONPATH=os.pathsep.join([_ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+      TF_CPP_MIN_LOG_LEVEL="2",
+      CUDA_VISIBLE_DEVICES="",
+    )
+    proc = subprocess.run(
+      [sys.executable, "-m", "tests.distributed.core_replica_script", out],
+      cwd=_ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
     if proc.returncode != 0:
       raise AssertionError(f"core_replica_script failed (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     with open(out, encoding="utf-8") as f:
@@ -43,7 +54,6 @@ def _rel_err(got, want):
 
 
 class CrossReplicaTest(absltest.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
@@ -73,8 +83,10 @@ class CrossReplicaTest(absltest.TestCase):
     local = self.result["local"]
     for name in ("aux_ce", "seq", "aux_nf"):  # normalised losses: each replica divides by its own count
       means = [r["figures"][name][2] for r in local["replicas"]]
-      self.assertTrue(all(abs(m - single["figures"][name][2]) > 1e-3 * abs(single["figures"][name][2]) for m in means),
-                      f"{name}: local means {means} vs global {single['figures'][name][2]}")
+      self.assertTrue(
+        all(abs(m - single["figures"][name][2]) > 1e-3 * abs(single["figures"][name][2]) for m in means),
+        f"{name}: local means {means} vs global {single['figures'][name][2]}",
+      )
     summed = _summed_grads(local)
     self.assertGreater(max(_rel_err(summed[k], v) for k, v in single["grads"].items()), 1e-2)
 

@@ -17,7 +17,6 @@ from graphs.two_losses import (  # noqa: F401
 
 
 class Model(two_losses.Model):
-
   def hidden(self, ids: tf.Tensor) -> tf.Tensor:
     emb = tf.nn.embedding_lookup(self.embedding, ids)
     prev = tf.pad(emb, [[0, 0], [1, 0], [0, 0]])[:, :-1]

@@ -11,12 +11,17 @@ from absl.testing import absltest
 from tests.distributed.workers_train_test import _GRAPH, run_train
 
 # 48 sequences in length buckets of <= 16: 6-7 steps per epoch; worker 1 exits before its 10th step (epoch 2).
-_ARGS = [f"--graph={_GRAPH}", "--num_workers=2", "--batch_size=16", "--max_seqs=48", "--seed=7",
-         "--worker_timeout_secs=8"]
+_ARGS = [
+  f"--graph={_GRAPH}",
+  "--num_workers=2",
+  "--batch_size=16",
+  "--max_seqs=48",
+  "--seed=7",
+  "--worker_timeout_secs=8",
+]
 
 
 class WorkersFaultTest(absltest.TestCase):
-
   def test_dead_worker_stops_the_others_and_a_rerun_resumes(self):
     train_dir = self.create_tempdir().full_path
     proc = run_train(*_ARGS, f"--train_dir={train_dir}", "--num_epochs=2", "--fault_for_tests=1:9:exit")

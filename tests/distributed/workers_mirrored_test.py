@@ -13,8 +13,7 @@ from tests.distributed import split_dependent_two_losses
 
 def _train(train_dir, dist, module=graph, **options):
   options.setdefault("num_epochs", 2)
-  cfg = engine.EngineConfig(train_dir=train_dir, batch_size=16, max_seqs=48, seed=5,
-                            log_every_secs=1e9, **options)
+  cfg = engine.EngineConfig(train_dir=train_dir, batch_size=16, max_seqs=48, seed=5, log_every_secs=1e9, **options)
   with engine.Engine(module, cfg, distribution=dist) as eng:
     eng.train()
     values = eng.session.run({v.op.name: v for v in eng.train_graph.variables})
@@ -22,12 +21,13 @@ def _train(train_dir, dist, module=graph, **options):
 
 
 class MirroredTest(parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ("plain", {}),
-      # exact accumulation over 2 batches, clipping active, AdamW: on the summed gradients
-      ("accumulation_clipping_adamw", dict(accum_grad_multiple_step=2, grad_clip_global_norm=0.5, optimizer="adamw",
-                                           weight_decay=0.01)),
+    ("plain", {}),
+    # exact accumulation over 2 batches, clipping active, AdamW: on the summed gradients
+    (
+      "accumulation_clipping_adamw",
+      dict(accum_grad_multiple_step=2, grad_clip_global_norm=0.5, optimizer="adamw", weight_decay=0.01),
+    ),
   )
   def test_two_cpu_devices_equal_one(self, options):
     one = _train(self.create_tempdir().full_path, None, **options)

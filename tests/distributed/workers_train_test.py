@@ -24,8 +24,9 @@ RTOL = 1e-5
 def run_train(*args, timeout=240):
   env = dict(os.environ, PYTHONPATH=_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   env.pop("TF_CONFIG", None)
-  return subprocess.run([sys.executable, _TOOL, *args], cwd=_ROOT, env=env, capture_output=True, text=True,
-                        timeout=timeout, check=False)
+  return subprocess.run(
+    [sys.executable, _TOOL, *args], cwd=_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+  )
 
 
 def history(train_dir):
@@ -39,7 +40,6 @@ def weights(train_dir):
 
 
 class WorkersTrainTest(absltest.TestCase):
-
   def assert_same(self, a_dir, b_dir, what):
     ha, hb = history(a_dir), history(b_dir)
     self.assertEqual([h["epoch"] for h in ha], [h["epoch"] for h in hb], what)

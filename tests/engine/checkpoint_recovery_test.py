@@ -23,8 +23,9 @@ def _engine(train_dir, **kwargs):
   kwargs.setdefault("num_epochs", 2)
   kwargs.setdefault("keep_checkpoints", 2)
   config = engine.EngineConfig(train_dir=train_dir, batch_size=2, learning_rate=0.1, log_every_secs=1e9, **kwargs)
-  return engine.Engine(testing_graphs.make_sum_graph(), config, train_data=testing_graphs.sum_data(_LENGTHS),
-                       dev_data=[])
+  return engine.Engine(
+    testing_graphs.make_sum_graph(), config, train_data=testing_graphs.sum_data(_LENGTHS), dev_data=[]
+  )
 
 
 def _files(train_dir, *, but=()):
@@ -76,7 +77,6 @@ def _missing_train_state(d):
 
 
 class BrokenCheckpointTest(parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     self.train_dir = self.create_tempdir().full_path
@@ -85,19 +85,39 @@ class BrokenCheckpointTest(parameterized.TestCase):
     self.good = {n: _weights(os.path.join(self.train_dir, n)) for n in ("model.001", "model.002")}
 
   @parameterized.named_parameters(
-      ("model_002_deleted", _delete_002, "model.001", r"checkpoint 'model.002' \(listed in 'checkpoint'\) has no "
-       r".index file"),
-      ("model_002_index_truncated", _truncate_002_index, "model.001",
-       r"checkpoint model.002 \(.*Error: .*\) does not restore; skipped"),
-      ("model_002_data_truncated", _truncate_002_data, "model.001",
-       r"checkpoint model.002 \(OutOfRangeError: Read less bytes than requested\) does not restore"),
-      ("garbage_state_file", _garbage_state_file, "model.002",
-       r"the checkpoint state file 'checkpoint' is unreadable \(not a checkpoint state\); the checkpoints were "
-       r"found by their file names"),
-      ("garbage_train_state", _garbage_train_state, "model.002",
-       r"train_state.json is unusable \(it is not valid JSON .*\): the graph name is not checked"),
-      ("missing_train_state", _missing_train_state, "model.002",
-       r"train_state.json is unusable \(it is missing\)"),
+    (
+      "model_002_deleted",
+      _delete_002,
+      "model.001",
+      r"checkpoint 'model.002' \(listed in 'checkpoint'\) has no "
+      r".index file",
+    ),
+    (
+      "model_002_index_truncated",
+      _truncate_002_index,
+      "model.001",
+      r"checkpoint model.002 \(.*Error: .*\) does not restore; skipped",
+    ),
+    (
+      "model_002_data_truncated",
+      _truncate_002_data,
+      "model.001",
+      r"checkpoint model.002 \(OutOfRangeError: Read less bytes than requested\) does not restore",
+    ),
+    (
+      "garbage_state_file",
+      _garbage_state_file,
+      "model.002",
+      r"the checkpoint state file 'checkpoint' is unreadable \(not a checkpoint state\); the checkpoints were "
+      r"found by their file names",
+    ),
+    (
+      "garbage_train_state",
+      _garbage_train_state,
+      "model.002",
+      r"train_state.json is unusable \(it is not valid JSON .*\): the graph name is not checked",
+    ),
+    ("missing_train_state", _missing_train_state, "model.002", r"train_state.json is unusable \(it is missing\)"),
   )
   def test_resumes_from_newest_that_restores(self, damage, resumed_from, warning):
     damage(self.train_dir)
@@ -114,8 +134,7 @@ class BrokenCheckpointTest(parameterized.TestCase):
       # names the checkpoint that was restored
       before.pop("checkpoint", None)
       self.assertEqual(_files(self.train_dir, but=["checkpoint"]), before)
-      self.assertEqual(tf.compat.v1.train.latest_checkpoint(self.train_dir),
-                       os.path.join(self.train_dir, resumed_from))
+      self.assertEqual(tf.compat.v1.train.latest_checkpoint(self.train_dir), os.path.join(self.train_dir, resumed_from))
       eng.train()  # trains the missing epoch (if any)
       self.assertEqual(eng.completed_epoch, 2)
     # resuming is exact: the epoch-2 checkpoint equals the one of the uninterrupted run
@@ -126,8 +145,8 @@ class BrokenCheckpointTest(parameterized.TestCase):
     self.assertEqual(tf.compat.v1.train.latest_checkpoint(self.train_dir), os.path.join(self.train_dir, "model.002"))
 
   @parameterized.named_parameters(
-      ("index_truncated", "model.001.index", r"model.001 \(.*Error: .*\)"),
-      ("data_truncated", "model.001.data-00000-of-00001", r"model.001 \(OutOfRangeError: .*\)"),
+    ("index_truncated", "model.001.index", r"model.001 \(.*Error: .*\)"),
+    ("data_truncated", "model.001.data-00000-of-00001", r"model.001 \(OutOfRangeError: .*\)"),
   )
   def test_refuses_when_none_restores(self, truncate, named):
     _delete_002(self.train_dir)
@@ -136,14 +155,17 @@ class BrokenCheckpointTest(parameterized.TestCase):
     sessions = []
 
     class RecordingSession(tf.compat.v1.Session):
-
       def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         sessions.append(self)
 
     with mock.patch.object(tf.compat.v1, "Session", RecordingSession):
-      with self.assertRaisesRegex(RuntimeError, r"holds checkpoint files but no checkpoint restores: .*" + named +
-                                  r".*Nothing was changed. .* to start over, pass fresh=True \(--fresh"):
+      with self.assertRaisesRegex(
+        RuntimeError,
+        r"holds checkpoint files but no checkpoint restores: .*"
+        + named
+        + r".*Nothing was changed. .* to start over, pass fresh=True \(--fresh",
+      ):
         _engine(self.train_dir)
     self.assertLen(sessions, 1)
     self.assertTrue(sessions[0]._closed)  # pylint: disable=protected-access  (no session leak)
@@ -157,8 +179,9 @@ class BrokenCheckpointTest(parameterized.TestCase):
       self.assertEqual(eng.completed_epoch, 2)
       eng.train()
     names = sorted(n for n in os.listdir(self.train_dir) if n.startswith("model."))
-    self.assertEqual(names, ["model.002.data-00000-of-00001", "model.002.index", "model.003.data-00000-of-00001",
-                             "model.003.index"])
+    self.assertEqual(
+      names, ["model.002.data-00000-of-00001", "model.002.index", "model.003.data-00000-of-00001", "model.003.index"]
+    )
     state = tf.compat.v1.train.get_checkpoint_state(self.train_dir)
     self.assertEqual([os.path.basename(p) for p in state.all_model_checkpoint_paths], ["model.002", "model.003"])
 
@@ -173,14 +196,21 @@ class BrokenCheckpointTest(parameterized.TestCase):
 
     other.get_model = get_model_with_v
     before = _files(self.train_dir)
-    with self.assertRaisesRegex(ValueError, r"holds the checkpoint of another model: missing variable 'v' "
-                                r"\(shape \[3\]\).*\(found in model.002\)"):
+    with self.assertRaisesRegex(
+      ValueError,
+      r"holds the checkpoint of another model: missing variable 'v' "
+      r"\(shape \[3\]\).*\(found in model.002\)",
+    ):
       engine.Engine(other, config, train_data=testing_graphs.sum_data(_LENGTHS), dev_data=[])
     self.assertEqual(_files(self.train_dir), before)
 
   def test_crash_leftovers_are_cleaned_and_ignored(self):
-    leftovers = ["model.003.index.tempstate123", "model.003.data-00000-of-00001.tempstate456",
-                 "checkpoint.tmp" + "0" * 32, ".train_state.json.abc_123.tmp"]
+    leftovers = [
+      "model.003.index.tempstate123",
+      "model.003.data-00000-of-00001.tempstate456",
+      "checkpoint.tmp" + "0" * 32,
+      ".train_state.json.abc_123.tmp",
+    ]
     for name in leftovers:
       with open(os.path.join(self.train_dir, name), "wb") as f:
         f.write(b"partial")
@@ -191,11 +221,18 @@ class BrokenCheckpointTest(parameterized.TestCase):
 
 
 class FreshTest(absltest.TestCase):
-
   def test_fresh_deletes_only_the_engines_files(self):
     train_dir = self.create_tempdir().full_path
-    user_files = ["model.py", "model.txt", "model.001.py", "model.1.index", "notes.json", "checkpoint.bak",
-                  "events.out.tfevents.123.host", "train_state.json.bak"]
+    user_files = [
+      "model.py",
+      "model.txt",
+      "model.001.py",
+      "model.1.index",
+      "notes.json",
+      "checkpoint.bak",
+      "events.out.tfevents.123.host",
+      "train_state.json.bak",
+    ]
     for name in user_files:
       with open(os.path.join(train_dir, name), "w", encoding="utf-8") as f:
         f.write("mine")
@@ -203,8 +240,9 @@ class FreshTest(absltest.TestCase):
     with _engine(train_dir) as eng:
       eng.train()
     own = sorted(set(os.listdir(train_dir)) - set(user_files) - {"model.009.index"})
-    self.assertContainsSubset(["checkpoint", "model.001.index", "model.001.data-00000-of-00001", "train_state.json"],
-                              own)
+    self.assertContainsSubset(
+      ["checkpoint", "model.001.index", "model.001.data-00000-of-00001", "train_state.json"], own
+    )
     self.assertTrue(any(n.startswith("events.out.tfevents.") and n.endswith(".returnn_rc") for n in own))
     with _engine(train_dir, fresh=True) as eng:
       self.assertEqual(eng.completed_epoch, 0)
@@ -215,12 +253,27 @@ class FreshTest(absltest.TestCase):
         self.assertEqual(f.read(), "mine", name)
 
   def test_own_file_names(self):
-    for name in ("checkpoint", "train_state.json", "model.001.index", "model.1234.data-00000-of-00001",
-                 "model.002.index.tempstate987", "checkpoint.tmp" + "a" * 32,
-                 "events.out.tfevents.1700000000.my.host.returnn_rc"):
+    for name in (
+      "checkpoint",
+      "train_state.json",
+      "model.001.index",
+      "model.1234.data-00000-of-00001",
+      "model.002.index.tempstate987",
+      "checkpoint.tmp" + "a" * 32,
+      "events.out.tfevents.1700000000.my.host.returnn_rc",
+    ):
       self.assertTrue(checkpoints.is_own_file(name), name)
-    for name in ("model.py", "model.01.index", "model.001.meta", "model.001", "checkpoints", "model.001.index.bak",
-                 "events.out.tfevents.1700000000.host", "train_state.json~", "checkpoint.tmp"):
+    for name in (
+      "model.py",
+      "model.01.index",
+      "model.001.meta",
+      "model.001",
+      "checkpoints",
+      "model.001.index.bak",
+      "events.out.tfevents.1700000000.host",
+      "train_state.json~",
+      "checkpoint.tmp",
+    ):
       self.assertFalse(checkpoints.is_own_file(name), name)
 
   def test_home_and_root_are_refused(self):

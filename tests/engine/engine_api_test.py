@@ -21,38 +21,41 @@ def _engine(train_dir, module=None, **kwargs):
   kwargs.setdefault("num_epochs", 1)
   kwargs.setdefault("batch_size", 2)
   data = testing_graphs.sum_data(_LENGTHS)
-  return engine.Engine(module or testing_graphs.make_sum_graph(), engine.EngineConfig(train_dir=train_dir, **kwargs),
-                       train_data=data, dev_data=data)
+  return engine.Engine(
+    module or testing_graphs.make_sum_graph(),
+    engine.EngineConfig(train_dir=train_dir, **kwargs),
+    train_data=data,
+    dev_data=data,
+  )
 
 
 # (option, bad value, exception, message regex)
 _BAD_OPTIONS = [
-    ("num_epochs", 0, ValueError, r"num_epochs must be an int >= 1, got 0"),
-    ("num_epochs", 2.0, TypeError, r"num_epochs must be an int, got 2.0"),
-    ("batch_size", 0, ValueError, r"batch_size must be an int >= 1, got 0"),
-    ("batch_size", -3, ValueError, r"batch_size must be an int >= 1, got -3"),
-    ("keep_checkpoints", 0, ValueError, r"keep_checkpoints must be an int >= 1, got 0"),
-    ("seed", -1, ValueError, r"seed must be an int in \[0, 2147483647\], got -1"),
-    ("seed", 2**40, ValueError, r"seed must be an int in \[0, 2147483647\]"),
-    ("max_seqs", 0, ValueError, r"max_seqs must be an int >= 1, got 0"),
-    ("learning_rate", -0.1, ValueError, r"learning_rate must be a finite float >= 0, got -0.1"),
-    ("learning_rate", math.nan, ValueError, r"learning_rate must be a finite float >= 0, got nan"),
-    ("learning_rate", math.inf, ValueError, r"learning_rate must be a finite float >= 0, got inf"),
-    ("learning_rate", "0.1", TypeError, r"learning_rate must be a finite float >= 0, got '0.1'"),
-    ("lr_decay", 0.0, ValueError, r"lr_decay must be a float in \(0, 1\] \(1 disables the decay\), got 0.0"),
-    ("lr_decay", 1.5, ValueError, r"lr_decay must be a float in \(0, 1\]"),
-    ("lr_decay_threshold", -0.5, ValueError, r"lr_decay_threshold must be a finite float >= 0, got -0.5"),
-    ("log_every_secs", 0, ValueError, r"log_every_secs must be a finite number of seconds > 0, got 0"),
-    ("log_every_secs", -1.0, ValueError, r"log_every_secs must be a finite number of seconds > 0, got -1.0"),
-    ("lr_control_loss", "", ValueError, r"lr_control_loss must be None or a loss name, got ''"),
-    ("xla", "yes", TypeError, r"xla must be a bool, got 'yes'"),
-    ("fresh", 1, TypeError, r"fresh must be a bool, got 1"),
-    ("train_dir", "", ValueError, r"train_dir must be a non-empty path, got ''"),
+  ("num_epochs", 0, ValueError, r"num_epochs must be an int >= 1, got 0"),
+  ("num_epochs", 2.0, TypeError, r"num_epochs must be an int, got 2.0"),
+  ("batch_size", 0, ValueError, r"batch_size must be an int >= 1, got 0"),
+  ("batch_size", -3, ValueError, r"batch_size must be an int >= 1, got -3"),
+  ("keep_checkpoints", 0, ValueError, r"keep_checkpoints must be an int >= 1, got 0"),
+  ("seed", -1, ValueError, r"seed must be an int in \[0, 2147483647\], got -1"),
+  ("seed", 2**40, ValueError, r"seed must be an int in \[0, 2147483647\]"),
+  ("max_seqs", 0, ValueError, r"max_seqs must be an int >= 1, got 0"),
+  ("learning_rate", -0.1, ValueError, r"learning_rate must be a finite float >= 0, got -0.1"),
+  ("learning_rate", math.nan, ValueError, r"learning_rate must be a finite float >= 0, got nan"),
+  ("learning_rate", math.inf, ValueError, r"learning_rate must be a finite float >= 0, got inf"),
+  ("learning_rate", "0.1", TypeError, r"learning_rate must be a finite float >= 0, got '0.1'"),
+  ("lr_decay", 0.0, ValueError, r"lr_decay must be a float in \(0, 1\] \(1 disables the decay\), got 0.0"),
+  ("lr_decay", 1.5, ValueError, r"lr_decay must be a float in \(0, 1\]"),
+  ("lr_decay_threshold", -0.5, ValueError, r"lr_decay_threshold must be a finite float >= 0, got -0.5"),
+  ("log_every_secs", 0, ValueError, r"log_every_secs must be a finite number of seconds > 0, got 0"),
+  ("log_every_secs", -1.0, ValueError, r"log_every_secs must be a finite number of seconds > 0, got -1.0"),
+  ("lr_control_loss", "", ValueError, r"lr_control_loss must be None or a loss name, got ''"),
+  ("xla", "yes", TypeError, r"xla must be a bool, got 'yes'"),
+  ("fresh", 1, TypeError, r"fresh must be a bool, got 1"),
+  ("train_dir", "", ValueError, r"train_dir must be a non-empty path, got ''"),
 ]
 
 
 class OptionsTest(parameterized.TestCase):
-
   @parameterized.parameters(*_BAD_OPTIONS)
   def test_bad_option_before_anything_is_written(self, option, value, exc, regex):
     parent = self.create_tempdir().full_path
@@ -92,7 +95,6 @@ class OptionsTest(parameterized.TestCase):
 
 
 class ForwardGeneratorTest(absltest.TestCase):
-
   def test_lazy_one_run_per_batch(self):
     with _engine(self.create_tempdir().full_path) as eng:
       expected = sum(1 for _ in eng.forward("dev"))
@@ -113,8 +115,11 @@ class ForwardGeneratorTest(absltest.TestCase):
       gen = eng.forward("dev")
       next(gen)
       eng.evaluate("dev")  # re-initialises the one input iterator
-      with self.assertRaisesRegex(RuntimeError, r"input iterator was re-initialised .* while this iteration over "
-                                  r"split 'dev' was not finished"):
+      with self.assertRaisesRegex(
+        RuntimeError,
+        r"input iterator was re-initialised .* while this iteration over "
+        r"split 'dev' was not finished",
+      ):
         next(gen)
       # a new generator is fine, and two in a row each see the whole split
       self.assertEqual(sum(len(b["output:size1"]) for b in eng.forward("dev")), len(_LENGTHS))
@@ -146,7 +151,6 @@ def _static_output_graph(name):
 
 
 class GraphModuleContractTest(absltest.TestCase):
-
   def test_model_outputs_template_without_argument(self):
     module = _static_output_graph("no_arg_template")
     with _engine(self.create_tempdir().full_path, module) as eng:
@@ -160,7 +164,8 @@ class GraphModuleContractTest(absltest.TestCase):
   def test_template_mismatch_is_refused(self):
     module = _static_output_graph("bad_template")
     module.model_outputs_template = lambda: rc.TensorDict(
-        {"pooled": rc.Tensor("pooled", [rc.batch_dim, rc.Dim(3, name="feat3")], "float32")})
+      {"pooled": rc.Tensor("pooled", [rc.batch_dim, rc.Dim(3, name="feat3")], "float32")}
+    )
     with self.assertRaisesRegex(ValueError, r"mark_as_output\('pooled'\): axis 1: static size 2 but 3 expected"):
       _engine(self.create_tempdir().full_path, module)
 
@@ -168,25 +173,33 @@ class GraphModuleContractTest(absltest.TestCase):
     module = testing_graphs.make_sum_graph("no_data")
     self.assertFalse(hasattr(module, "default_data"))
     train_dir = os.path.join(self.create_tempdir().full_path, "train")
-    with self.assertRaisesRegex(ValueError, r"graph module 'no_data' has no default_data\(split\) function; pass "
-                                r"the data explicitly \(e.g. train_data=..., or --train_data=<files>\)"):
+    with self.assertRaisesRegex(
+      ValueError,
+      r"graph module 'no_data' has no default_data\(split\) function; pass "
+      r"the data explicitly \(e.g. train_data=..., or --train_data=<files>\)",
+    ):
       engine.Engine(module, engine.EngineConfig(train_dir=train_dir))
     self.assertFalse(os.path.exists(train_dir))
     # with train data given, no dev set is needed
-    with engine.Engine(module, engine.EngineConfig(train_dir=train_dir, num_epochs=1, batch_size=2),
-                       train_data=testing_graphs.sum_data(_LENGTHS)) as eng:
+    with engine.Engine(
+      module,
+      engine.EngineConfig(train_dir=train_dir, num_epochs=1, batch_size=2),
+      train_data=testing_graphs.sum_data(_LENGTHS),
+    ) as eng:
       self.assertEqual(eng.num_seqs, {"train": len(_LENGTHS), "dev": 0})
       (result,) = eng.train()
       self.assertEqual(result.dev, {})
 
   def test_data_must_be_a_list_of_dicts(self):
     with self.assertRaisesRegex(TypeError, r"train_data must be a list of dicts \(one per sequence\), got dict"):
-      engine.Engine(testing_graphs.make_sum_graph(), engine.EngineConfig(train_dir=self.create_tempdir().full_path),
-                    train_data={"x": np.ones([3], np.float32)})
+      engine.Engine(
+        testing_graphs.make_sum_graph(),
+        engine.EngineConfig(train_dir=self.create_tempdir().full_path),
+        train_data={"x": np.ones([3], np.float32)},
+      )
 
 
 class ProgressLoggingTest(absltest.TestCase):
-
   def test_progress_is_throttled(self):
     def progress_lines(log_every_secs):
       with _engine(self.create_tempdir().full_path, log_every_secs=log_every_secs) as eng:

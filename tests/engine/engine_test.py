@@ -28,13 +28,16 @@ def _variables(checkpoint):
 
 
 class EpochFiguresTest(absltest.TestCase):
-
   def test_epoch_figure_is_sum_over_sum(self):
     data = testing_graphs.sum_data(_LENGTHS)
     total = sum(float(np.sum(seq["x"])) for seq in data)
     frames = sum(_LENGTHS)
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path, learning_rate=0.0),
-                       train_data=data, dev_data=data) as eng:
+    with engine.Engine(
+      testing_graphs.make_sum_graph(),
+      _config(self.create_tempdir().full_path, learning_rate=0.0),
+      train_data=data,
+      dev_data=data,
+    ) as eng:
       (result,) = eng.train()
       batches = eng.evaluate_batches("dev")
     self.assertGreater(len({n for _, n in (b["x"] for b in batches)}), 1)  # batches of different sizes
@@ -45,14 +48,16 @@ class EpochFiguresTest(absltest.TestCase):
     self.assertNotAlmostEqual(result.train["x"], mean_of_means, places=2)
     summed = [s for s, _ in (b["x"] for b in batches)]
     inv = [n for _, n in (b["x"] for b in batches)]
-    np.testing.assert_allclose(sorted(f["x"] for f in result.batch_figures), sorted(np.divide(summed, inv)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(sorted(f["x"] for f in result.batch_figures), sorted(np.divide(summed, inv)), rtol=1e-6)
 
   def test_loss_times_epoch_gives_ratio_1_2_3(self):
     data = testing_graphs.sum_data(_LENGTHS)
-    with engine.Engine(testing_graphs.make_sum_graph(times_epoch=True),
-                       _config(self.create_tempdir().full_path, learning_rate=0.0, num_epochs=3),
-                       train_data=data, dev_data=data) as eng:
+    with engine.Engine(
+      testing_graphs.make_sum_graph(times_epoch=True),
+      _config(self.create_tempdir().full_path, learning_rate=0.0, num_epochs=3),
+      train_data=data,
+      dev_data=data,
+    ) as eng:
       history = eng.train()
     train = [r.train["x"] for r in history]
     dev = [r.dev["x"] for r in history]
@@ -61,8 +66,10 @@ class EpochFiguresTest(absltest.TestCase):
 
   def test_scale_and_normalization_do_not_change_figures(self):
     from graphs import two_losses  # pylint: disable=import-outside-toplevel
-    with engine.Engine(two_losses, _config(self.create_tempdir().full_path, learning_rate=0.0, batch_size=8,
-                                           max_seqs=40)) as eng:
+
+    with engine.Engine(
+      two_losses, _config(self.create_tempdir().full_path, learning_rate=0.0, batch_size=8, max_seqs=40)
+    ) as eng:
       eng.train()
       batches = eng.evaluate_batches("dev")
       figures = eng.evaluate("dev")
@@ -75,13 +82,17 @@ class EpochFiguresTest(absltest.TestCase):
 
 
 class TrainFlagTest(absltest.TestCase):
-
   def test_eval_deterministic_train_not(self):
     from graphs import char_lm  # pylint: disable=import-outside-toplevel
+
     data = char_lm.default_data("dev", max_seqs=24)
     with mock.patch.object(char_lm, "DROPOUT", 0.9):
-      with engine.Engine(char_lm, _config(self.create_tempdir().full_path, learning_rate=0.0, num_epochs=2,
-                                          batch_size=8), train_data=data, dev_data=data) as eng:
+      with engine.Engine(
+        char_lm,
+        _config(self.create_tempdir().full_path, learning_rate=0.0, num_epochs=2, batch_size=8),
+        train_data=data,
+        dev_data=data,
+      ) as eng:
         self.assertTrue(eng.graph.finalized)
         eval1 = eng.evaluate("dev")
         history = eng.train()
@@ -93,9 +104,9 @@ class TrainFlagTest(absltest.TestCase):
 
 
 class ResumeTest(absltest.TestCase):
-
   def test_resume_equals_uninterrupted(self):
     from graphs import two_losses  # pylint: disable=import-outside-toplevel
+
     # lr_decay_threshold 10: the rate halves after every epoch, so resume must restore it.
     kwargs = dict(num_epochs=3, batch_size=8, max_seqs=48, learning_rate=0.01, lr_decay_threshold=10.0)
     dir_a, dir_b = self.create_tempdir().full_path, self.create_tempdir().full_path
@@ -132,32 +143,34 @@ class ResumeTest(absltest.TestCase):
 
 
 class XlaTest(absltest.TestCase):
-
   def test_xla_matches_non_xla(self):
     from graphs import two_losses  # pylint: disable=import-outside-toplevel
+
     results = {}
     for xla in (False, True):
-      with engine.Engine(two_losses, _config(self.create_tempdir().full_path, xla=xla, batch_size=16, max_seqs=32,
-                                             num_epochs=1)) as eng:
+      with engine.Engine(
+        two_losses, _config(self.create_tempdir().full_path, xla=xla, batch_size=16, max_seqs=32, num_epochs=1)
+      ) as eng:
         compiled = [op for op in eng.graph.get_operations() if op.node_def.attr["_XlaCompile"].b]
         self.assertEqual(bool(compiled), xla)
         results[xla] = (eng.train(), _variables(eng.latest_checkpoint()))
     for a, b in zip(results[False][0], results[True][0]):
       for split in ("train", "dev"):
         for name, value in getattr(a, split).items():
-          self.assertAlmostEqual(value, getattr(b, split)[name], delta=1e-4 * max(1.0, abs(value)),
-                                 msg=f"{split} {name}")
+          self.assertAlmostEqual(
+            value, getattr(b, split)[name], delta=1e-4 * max(1.0, abs(value)), msg=f"{split} {name}"
+          )
     for name, value in results[False][1].items():
       np.testing.assert_allclose(value, results[True][1][name], rtol=1e-3, atol=1e-4, err_msg=name)
 
 
 class CheckpointsAndSummariesTest(absltest.TestCase):
-
   def test_files(self):
     data = testing_graphs.sum_data(_LENGTHS)
     tmp = self.create_tempdir().full_path
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(tmp, num_epochs=3, keep_checkpoints=2),
-                       train_data=data, dev_data=data) as eng:
+    with engine.Engine(
+      testing_graphs.make_sum_graph(), _config(tmp, num_epochs=3, keep_checkpoints=2), train_data=data, dev_data=data
+    ) as eng:
       eng.train()
     names = sorted(os.listdir(tmp))
     self.assertNotIn(True, [n.startswith(".tmp") for n in names])
@@ -177,8 +190,9 @@ class CheckpointsAndSummariesTest(absltest.TestCase):
 
   def test_forward_outputs(self):
     data = testing_graphs.sum_data(_LENGTHS)
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path),
-                       train_data=data, dev_data=data) as eng:
+    with engine.Engine(
+      testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path), train_data=data, dev_data=data
+    ) as eng:
       batches = list(eng.forward("dev"))
     self.assertEqual(sum(len(b["output:size1"]) for b in batches), len(_LENGTHS))
     got = sorted(float(np.sum(b["output"][i, :n])) for b in batches for i, n in enumerate(b["output:size1"]))

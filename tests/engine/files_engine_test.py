@@ -37,25 +37,28 @@ def _variables(checkpoint):
 
 
 def _snapshot(directory):
-  return {f: (os.path.getsize(os.path.join(directory, f)), os.path.getmtime(os.path.join(directory, f)))
-          for f in sorted(os.listdir(directory))}
+  return {
+    f: (os.path.getsize(os.path.join(directory, f)), os.path.getmtime(os.path.join(directory, f)))
+    for f in sorted(os.listdir(directory))
+  }
 
 
 class FilesEngineTest(tf.test.TestCase):
-
   def test_resume_from_files_is_exact(self):
     train, dev = _files(self)
     resumed_dir, whole_dir = self.create_tempdir().full_path, self.create_tempdir().full_path
     for num_epochs in (1, 2):
-      with engine.Engine(two_losses, _config(resumed_dir, num_epochs=num_epochs, train_data=train,
-                                             dev_data=dev)) as eng:
+      with engine.Engine(
+        two_losses, _config(resumed_dir, num_epochs=num_epochs, train_data=train, dev_data=dev)
+      ) as eng:
         self.assertEqual(eng.num_seqs, {"train": 48, "dev": 24})
         resumed = eng.train()
     with engine.Engine(two_losses, _config(whole_dir, num_epochs=2, train_data=train, dev_data=dev)) as eng:
       whole = eng.train()
       whole_ckpt = eng.latest_checkpoint()
-    self.assertEqual([(r.epoch, r.step, r.train, r.dev) for r in resumed],
-                     [(r.epoch, r.step, r.train, r.dev) for r in whole])
+    self.assertEqual(
+      [(r.epoch, r.step, r.train, r.dev) for r in resumed], [(r.epoch, r.step, r.train, r.dev) for r in whole]
+    )
     self.assertNotEqual(whole[0].train, whole[1].train)
     a, b = _variables(os.path.join(resumed_dir, "model.002")), _variables(whole_ckpt)
     for name in b:
@@ -64,8 +67,9 @@ class FilesEngineTest(tf.test.TestCase):
   def test_evaluation_files_memory_engine_agree(self):
     train, dev = _files(self)
     train_dir = self.create_tempdir().full_path
-    with engine.Engine(two_losses, _config(train_dir, num_epochs=1, train_data=train, dev_data=dev,
-                                           optimizer="momentum")) as eng:
+    with engine.Engine(
+      two_losses, _config(train_dir, num_epochs=1, train_data=train, dev_data=dev, optimizer="momentum")
+    ) as eng:
       eng.train()
       engine_dev = eng.evaluate("dev")
       checkpoint = eng.latest_checkpoint()
@@ -85,11 +89,18 @@ class FilesEngineTest(tf.test.TestCase):
 
   def test_evaluation_refuses_another_models_checkpoint(self):
     train_dir = self.create_tempdir().full_path
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(train_dir, num_epochs=1),
-                       train_data=testing_graphs.sum_data([2, 3]), dev_data=[]) as eng:
+    with engine.Engine(
+      testing_graphs.make_sum_graph(),
+      _config(train_dir, num_epochs=1),
+      train_data=testing_graphs.sum_data([2, 3]),
+      dev_data=[],
+    ) as eng:
       eng.train()
-    with self.assertRaisesRegex(ValueError, r"does not match the graph's model: missing variable .*"
-                                r"missing variable 'two_losses/embedding' \(shape \[10, 32\]\)"):
+    with self.assertRaisesRegex(
+      ValueError,
+      r"does not match the graph's model: missing variable .*"
+      r"missing variable 'two_losses/embedding' \(shape \[10, 32\]\)",
+    ):
       evaluation.evaluate_checkpoint(two_losses, train_dir, seqs=_DEV)
     with self.assertRaisesRegex(ValueError, r"checkpoint '/nonexistent/model.001' does not exist"):
       evaluation.evaluate_checkpoint(two_losses, "/nonexistent/model.001", seqs=_DEV)
@@ -100,14 +111,17 @@ class FilesEngineTest(tf.test.TestCase):
     raw = bytearray(open(path, "rb").read())
     offset = 0
     for _ in range(8):  # to record 8: TF's reader then skips records 8..10
-      offset += 16 + int(np.frombuffer(bytes(raw[offset:offset + 8]), "<u8")[0])
+      offset += 16 + int(np.frombuffer(bytes(raw[offset : offset + 8]), "<u8")[0])
     raw[offset + 20] ^= 0xFF
     with open(path, "wb") as f:
       f.write(bytes(raw))
     with self.assertRaisesRegex(ValueError, r"has corrupt records: record 8 \(unreadable"):
       engine.Engine(two_losses, _config(self.create_tempdir().full_path, train_data=path), dev_data=[])
-    with engine.Engine(two_losses, _config(self.create_tempdir().full_path, num_epochs=1, train_data=path,
-                                           skip_corrupt_records=True), dev_data=[]) as eng:
+    with engine.Engine(
+      two_losses,
+      _config(self.create_tempdir().full_path, num_epochs=1, train_data=path, skip_corrupt_records=True),
+      dev_data=[],
+    ) as eng:
       self.assertEqual(eng.num_skipped_records, {"train": 3})
       self.assertEqual(eng.num_seqs["train"], 7)
       eng.train()
@@ -116,8 +130,9 @@ class FilesEngineTest(tf.test.TestCase):
 
   def test_max_seqs_and_data_given_twice(self):
     train, dev = _files(self)
-    with engine.Engine(two_losses, _config(self.create_tempdir().full_path, num_epochs=1, train_data=train,
-                                           dev_data=dev, max_seqs=20)) as eng:
+    with engine.Engine(
+      two_losses, _config(self.create_tempdir().full_path, num_epochs=1, train_data=train, dev_data=dev, max_seqs=20)
+    ) as eng:
       self.assertEqual(eng.num_seqs, {"train": 20, "dev": 2})
       eng.train()
       self.assertEqual(sum(len(b["output"]) for b in eng.forward("dev")), 2)

@@ -13,10 +13,10 @@ _GRAPHS = sorted(m.name for m in pkgutil.iter_modules(graphs.__path__) if not m.
 
 
 class GraphsTest(parameterized.TestCase):
-
   def test_reference_graphs_present(self):
-    self.assertContainsSubset({"char_lm", "seq_classifier", "two_losses", "ctc_acoustic", "attention_labeler"},
-                              set(_GRAPHS))
+    self.assertContainsSubset(
+      {"char_lm", "seq_classifier", "two_losses", "ctc_acoustic", "attention_labeler"}, set(_GRAPHS)
+    )
 
   @parameterized.parameters(*_GRAPHS)
   def test_graph(self, name):
@@ -27,10 +27,16 @@ class GraphsTest(parameterized.TestCase):
     train = module.default_data("train", max_seqs=16)
     dev = module.default_data("dev", max_seqs=8)
     self.assertLen(train, 16)
-    self.assertEqual([s[k].tolist() for s in train for k in s],  # deterministic
-                     [s[k].tolist() for s in module.default_data("train", max_seqs=16) for k in s])
-    with engine.Engine(module, engine.EngineConfig(train_dir=self.create_tempdir().full_path, num_epochs=1,
-                                                   batch_size=8), train_data=train, dev_data=dev) as eng:
+    self.assertEqual(
+      [s[k].tolist() for s in train for k in s],  # deterministic
+      [s[k].tolist() for s in module.default_data("train", max_seqs=16) for k in s],
+    )
+    with engine.Engine(
+      module,
+      engine.EngineConfig(train_dir=self.create_tempdir().full_path, num_epochs=1, batch_size=8),
+      train_data=train,
+      dev_data=dev,
+    ) as eng:
       (result,) = eng.train()
       outputs = list(eng.forward("dev"))
     self.assertTrue(all(np.isfinite(v) for v in result.train.values()))

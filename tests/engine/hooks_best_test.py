@@ -41,8 +41,10 @@ class RecordingHook(tf.compat.v1.train.SessionRunHook):
   def before_run(self, run_context):
     self.calls.append("before_run")
     self.requested_feed = float(len(self.steps))
-    return tf.compat.v1.train.SessionRunArgs({"step": self.tg.graph_state.step, "lr": self.tg.learning_rate,
-                                              "twice": self.twice}, feed_dict={self.fed: self.requested_feed})
+    return tf.compat.v1.train.SessionRunArgs(
+      {"step": self.tg.graph_state.step, "lr": self.tg.learning_rate, "twice": self.twice},
+      feed_dict={self.fed: self.requested_feed},
+    )
 
   def after_run(self, run_context, run_values):
     self.calls.append("after_run")
@@ -56,7 +58,6 @@ class RecordingHook(tf.compat.v1.train.SessionRunHook):
 
 
 class HooksTest(tf.test.TestCase):
-
   def test_hook_protocol_fetches_and_feeds(self):
     hooks = []
     logged = []
@@ -64,11 +65,17 @@ class HooksTest(tf.test.TestCase):
     def make_hooks(tg):
       hooks.append(RecordingHook(tg))
       logging_hook = tf.compat.v1.train.LoggingTensorHook(
-          {"step": tg.graph_state.step}, every_n_iter=1, formatter=lambda values: logged.append(values["step"]) or "")
+        {"step": tg.graph_state.step}, every_n_iter=1, formatter=lambda values: logged.append(values["step"]) or ""
+      )
       return [hooks[0], logging_hook]
 
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path, lr_warmup_steps=4),
-                       train_data=_DATA, dev_data=[], hooks=make_hooks) as eng:
+    with engine.Engine(
+      testing_graphs.make_sum_graph(),
+      _config(self.create_tempdir().full_path, lr_warmup_steps=4),
+      train_data=_DATA,
+      dev_data=[],
+      hooks=make_hooks,
+    ) as eng:
       eng.train()
     (hook,) = hooks
     self.assertEqual(hook.calls[:3], ["begin", "after_create_session", "before_run"])
@@ -84,17 +91,23 @@ class HooksTest(tf.test.TestCase):
   def test_request_stop_ends_cleanly_and_resume_is_exact(self):
     tmp = self.create_tempdir().full_path
     stop = tf.compat.v1.train.StopAtStepHook(last_step=6)  # in epoch 2 (steps 4..7)
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(tmp, learning_rate=0.01), train_data=_DATA,
-                       dev_data=_DATA, hooks=[stop]) as eng:
+    with engine.Engine(
+      testing_graphs.make_sum_graph(), _config(tmp, learning_rate=0.01), train_data=_DATA, dev_data=_DATA, hooks=[stop]
+    ) as eng:
       history = eng.train()
       self.assertEqual([r.epoch for r in history], [1])
       self.assertEqual(eng.step, 6)
       self.assertTrue(eng.latest_checkpoint().endswith("model.001"))
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(tmp, learning_rate=0.01), train_data=_DATA,
-                       dev_data=_DATA) as eng:
+    with engine.Engine(
+      testing_graphs.make_sum_graph(), _config(tmp, learning_rate=0.01), train_data=_DATA, dev_data=_DATA
+    ) as eng:
       resumed = eng.train()
-    with engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path, learning_rate=0.01),
-                       train_data=_DATA, dev_data=_DATA) as eng:
+    with engine.Engine(
+      testing_graphs.make_sum_graph(),
+      _config(self.create_tempdir().full_path, learning_rate=0.01),
+      train_data=_DATA,
+      dev_data=_DATA,
+    ) as eng:
       uninterrupted = eng.train()
     self.assertEqual([r.epoch for r in resumed], [1, 2])
     for a, b in zip(resumed, uninterrupted):
@@ -104,12 +117,16 @@ class HooksTest(tf.test.TestCase):
 
   def test_not_a_hook(self):
     with self.assertRaisesRegex(TypeError, r"hooks\[0\] must be a tf.compat.v1.train.SessionRunHook, got str"):
-      engine.Engine(testing_graphs.make_sum_graph(), _config(self.create_tempdir().full_path), train_data=_DATA,
-                    dev_data=[], hooks=["profile"])
+      engine.Engine(
+        testing_graphs.make_sum_graph(),
+        _config(self.create_tempdir().full_path),
+        train_data=_DATA,
+        dev_data=[],
+        hooks=["profile"],
+      )
 
 
 class BestCheckpointsTest(tf.test.TestCase):
-
   def test_keeps_the_best_independent_of_the_rotation(self):
     tmp = self.create_tempdir().full_path
     # loss x * w * epoch with learning rate 0: the figure grows with the epoch, so epochs 1 and 2 are the best
@@ -121,15 +138,17 @@ class BestCheckpointsTest(tf.test.TestCase):
     self.assertEqual(tf.train.latest_checkpoint(best_dir), os.path.join(best_dir, "model.001"))
     self.assertFalse(os.path.exists(os.path.join(tmp, "model.001.index")))  # rotated away in the train dir ...
     kept = sorted(f for f in os.listdir(best_dir) if f.startswith("model."))
-    self.assertEqual(kept, ["model.001.data-00000-of-00001", "model.001.index", "model.002.data-00000-of-00001",
-                            "model.002.index"])  # ... but kept here
+    self.assertEqual(
+      kept, ["model.001.data-00000-of-00001", "model.001.index", "model.002.data-00000-of-00001", "model.002.index"]
+    )  # ... but kept here
     reader = tf.train.load_checkpoint(os.path.join(best_dir, "model.001"))
     self.assertEqual(reader.get_tensor("returnn_rc_state/epoch"), 1)
     with open(os.path.join(best_dir, best_checkpoints.STATE_FILE)) as f:
       state = json.load(f)
     self.assertEqual(state["loss"], "x")
-    self.assertEqual([(e["epoch"], e["figure"]) for e in state["entries"]],
-                     [(r.epoch, r.dev["x"]) for r in history[:2]])
+    self.assertEqual(
+      [(e["epoch"], e["figure"]) for e in state["entries"]], [(r.epoch, r.dev["x"]) for r in history[:2]]
+    )
 
   def test_a_better_epoch_replaces_the_worst(self):
     tmp = self.create_tempdir().full_path
@@ -144,9 +163,18 @@ class BestCheckpointsTest(tf.test.TestCase):
     foreign = os.path.join(tmp, "best", "notes.txt")
     with open(foreign, "w") as f:
       f.write("mine")
-    self.assertCountEqual(os.listdir(os.path.join(tmp, "best")),
-                          ["model.002.index", "model.002.data-00000-of-00001", "model.003.index",
-                           "model.003.data-00000-of-00001", "checkpoint", best_checkpoints.STATE_FILE, "notes.txt"])
+    self.assertCountEqual(
+      os.listdir(os.path.join(tmp, "best")),
+      [
+        "model.002.index",
+        "model.002.data-00000-of-00001",
+        "model.003.index",
+        "model.003.data-00000-of-00001",
+        "checkpoint",
+        best_checkpoints.STATE_FILE,
+        "notes.txt",
+      ],
+    )
     with open(os.path.join(tmp, "best", "model.003.index")) as f:
       self.assertEqual(f.read(), "3")
     kept.delete_all()
@@ -155,7 +183,8 @@ class BestCheckpointsTest(tf.test.TestCase):
   def test_ranked_by_another_loss_is_refused(self):
     tmp = self.create_tempdir().full_path
     best_checkpoints.BestCheckpoints(tmp, keep=1, loss_name="ce").update(
-        self._fake_checkpoint(tmp), epoch=1, figure=1.0)
+      self._fake_checkpoint(tmp), epoch=1, figure=1.0
+    )
     with self.assertRaisesRegex(ValueError, r"keeps the best checkpoints by loss 'ce', this run ranks by 'fer'"):
       best_checkpoints.BestCheckpoints(tmp, keep=1, loss_name="fer")
 
@@ -168,8 +197,12 @@ class BestCheckpointsTest(tf.test.TestCase):
   def test_unknown_best_loss(self):
     tmp = os.path.join(self.create_tempdir().full_path, "td")
     with self.assertRaisesRegex(ValueError, r"unknown loss name 'ce'; the graph's losses are \['x'\]"):
-      engine.Engine(testing_graphs.make_sum_graph(), _config(tmp, keep_best_checkpoints=1, best_checkpoint_loss="ce"),
-                    train_data=_DATA, dev_data=[])
+      engine.Engine(
+        testing_graphs.make_sum_graph(),
+        _config(tmp, keep_best_checkpoints=1, best_checkpoint_loss="ce"),
+        train_data=_DATA,
+        dev_data=[],
+      )
     self.assertFalse(os.path.exists(tmp))
 
 

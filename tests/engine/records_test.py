@@ -21,12 +21,14 @@ from tests.engine import testing_graphs
 def _mixed_template():
   """Inputs of several dtypes and ranks: [T,3] float32, [T] float64 sharing T, a scalar int64, [2] bool."""
   time = rc.Dim(None, name="time")
-  return rc.TensorDict({
+  return rc.TensorDict(
+    {
       "feat": rc.Tensor("feat", [rc.batch_dim, time, rc.Dim(3, name="f")], "float32"),
       "weight": rc.Tensor("weight", [rc.batch_dim, time], "float64"),
       "label": rc.Tensor("label", [rc.batch_dim], "int64"),
       "flags": rc.Tensor("flags", [rc.batch_dim, rc.Dim(2, name="two")], "bool"),
-  })
+    }
+  )
 
 
 def _mixed_data(n, seed=0):
@@ -34,8 +36,14 @@ def _mixed_data(n, seed=0):
   out = []
   for _ in range(n):
     t = int(rng.integers(1, 9))
-    out.append({"feat": rng.normal(size=[t, 3]).astype(np.float32), "weight": rng.normal(size=[t]),
-                "label": np.int64(rng.integers(-5, 5)), "flags": rng.integers(0, 2, size=[2]).astype(bool)})
+    out.append(
+      {
+        "feat": rng.normal(size=[t, 3]).astype(np.float32),
+        "weight": rng.normal(size=[t]),
+        "label": np.int64(rng.integers(-5, 5)),
+        "flags": rng.integers(0, 2, size=[2]).astype(bool),
+      }
+    )
   return out
 
 
@@ -60,8 +68,9 @@ def _seqs_of(batches, template):
     for i in range(len(next(iter(b.values())))):
       seq = {}
       for name, tmpl in template.items():
-        index = [i] + [slice(0, b[size_key(name, a)][i]) if d.is_dynamic() else slice(None)
-                       for a, d in enumerate(tmpl.dims) if a > 0]
+        index = [i] + [
+          slice(0, b[size_key(name, a)][i]) if d.is_dynamic() else slice(None) for a, d in enumerate(tmpl.dims) if a > 0
+        ]
         seq[name] = b[name][tuple(index)]
       out.append(seq)
   return out
@@ -72,14 +81,12 @@ def _key(seq):
 
 
 class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ("two_losses", two_losses.extern_data_template, lambda: two_losses.default_data("dev", 30), 3, False),
-      ("seq_classifier", seq_classifier.extern_data_template, lambda: seq_classifier.default_data("dev", 30), 4,
-       False),
-      ("char_lm", char_lm.extern_data_template, lambda: char_lm.default_data("dev", 40), 2, False),
-      ("char_lm_pad_to_bucket", char_lm.extern_data_template, lambda: char_lm.default_data("dev", 40), 2, True),
-      ("mixed_dtypes", _mixed_template, lambda: _mixed_data(25), 5, False),
+    ("two_losses", two_losses.extern_data_template, lambda: two_losses.default_data("dev", 30), 3, False),
+    ("seq_classifier", seq_classifier.extern_data_template, lambda: seq_classifier.default_data("dev", 30), 4, False),
+    ("char_lm", char_lm.extern_data_template, lambda: char_lm.default_data("dev", 40), 2, False),
+    ("char_lm_pad_to_bucket", char_lm.extern_data_template, lambda: char_lm.default_data("dev", 40), 2, True),
+    ("mixed_dtypes", _mixed_template, lambda: _mixed_data(25), 5, False),
   )
   def test_files_give_the_memory_batches(self, make_template, make_data, num_shards, pad_to_bucket_boundary):
     """Within one bucketing window (here: the whole data) the batches are the memory source's (in another order)."""
@@ -115,8 +122,9 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
     bounds = data.bucket_boundaries([len(s["data"]) for s in seqs])
     with mock.patch.object(data, "WINDOW_BATCHES", 4), tf.Graph().as_default():  # windows of 16 sequences
       order = tf.compat.v1.placeholder(tf.int64, ())
-      batches = _batches(data.make_file_dataset(template, files, batch_size=4, order_seed=order, shuffle=True,
-                                                seed=2), order_seed=order)
+      batches = _batches(
+        data.make_file_dataset(template, files, batch_size=4, order_seed=order, shuffle=True, seed=2), order_seed=order
+      )
     self.assertGreater(len(batches), 300 / 4)  # partial batches at the window ends
     for b in batches:
       lens = b["data:size1"]
@@ -137,34 +145,45 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[values]))
       return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
 
-    schema = {"format": "returnn_rc.records", "version": 1,
-              "inputs": [{"name": "data", "dtype": "int32", "shape": [None], "dims": ["time"], "sparse_dim": 96}]}
+    schema = {
+      "format": "returnn_rc.records",
+      "version": 1,
+      "inputs": [{"name": "data", "dtype": "int32", "shape": [None], "dims": ["time"], "sparse_dim": 96}],
+    }
     with tf.io.TFRecordWriter(path) as w:
-      w.write(tf.train.Example(features=tf.train.Features(feature={
-          "returnn_rc/schema": feature(json.dumps(schema).encode())})).SerializeToString())
+      w.write(
+        tf.train.Example(
+          features=tf.train.Features(feature={"returnn_rc/schema": feature(json.dumps(schema).encode())})
+        ).SerializeToString()
+      )
       for ids in sequences:
-        w.write(tf.train.Example(features=tf.train.Features(feature={
-            "data/value": feature(ids.astype("<i4").tobytes()), "data/shape": feature(ids.shape)}))
-                .SerializeToString())
+        w.write(
+          tf.train.Example(
+            features=tf.train.Features(
+              feature={"data/value": feature(ids.astype("<i4").tobytes()), "data/shape": feature(ids.shape)}
+            )
+          ).SerializeToString()
+        )
     template = char_lm.extern_data_template()
     files = data.scan_files(path, template, what="test")
     self.assertEqual(files.num_seqs, 2)
     with tf.Graph().as_default():
       order = tf.compat.v1.placeholder(tf.int64, ())
-      batches = _batches(data.make_file_dataset(template, files, batch_size=8, order_seed=order, shuffle=False,
-                                                seed=0), order_seed=order)
+      batches = _batches(
+        data.make_file_dataset(template, files, batch_size=8, order_seed=order, shuffle=False, seed=0), order_seed=order
+      )
     got = sorted(_seqs_of(batches, template), key=lambda s: len(s["data"]))
     np.testing.assert_array_equal(got[0]["data"], sequences[1])
     np.testing.assert_array_equal(got[1]["data"], sequences[0])
 
 
 class EpochOrderTest(tf.test.TestCase):
-
   def _epochs(self, files, template, epochs, seed=3):
     with tf.Graph().as_default():
       order = tf.compat.v1.placeholder(tf.int64, ())
-      ds = data.make_file_dataset(template, files, batch_size=4, order_seed=order, shuffle=True, seed=seed,
-                                  shuffle_buffer=16)
+      ds = data.make_file_dataset(
+        template, files, batch_size=4, order_seed=order, shuffle=True, seed=seed, shuffle_buffer=16
+      )
       out = []
       for e in epochs:
         out.append([_key(s) for s in _seqs_of(_batches(ds, e, order), template)])
@@ -188,7 +207,6 @@ class EpochOrderTest(tf.test.TestCase):
 
 
 class BucketBoundsTest(absltest.TestCase):
-
   def test_counts_give_the_quantile_bounds(self):
     rng = np.random.default_rng(0)
     for trial in range(200):
@@ -204,7 +222,7 @@ def _corrupt(path, record_index, *, byte=20):
   raw = bytearray(open(path, "rb").read())
   offset = 0
   for _ in range(record_index):
-    (length,) = np.frombuffer(bytes(raw[offset:offset + 8]), "<u8")
+    (length,) = np.frombuffer(bytes(raw[offset : offset + 8]), "<u8")
     offset += 16 + int(length)
   raw[offset + 12 + byte] ^= 0xFF
   with open(path, "wb") as f:
@@ -212,7 +230,6 @@ def _corrupt(path, record_index, *, byte=20):
 
 
 class CorruptRecordTest(tf.test.TestCase):
-
   def _write(self, n=24, shards=2):
     tmp = self.create_tempdir().full_path
     seqs = two_losses.default_data("train", n)
@@ -222,8 +239,11 @@ class CorruptRecordTest(tf.test.TestCase):
   def test_crc_error_names_file_and_record(self):
     tmp, _, paths = self._write()
     _corrupt(paths[1], 3)
-    with self.assertRaisesRegex(ValueError, rf"record file '{paths[1]}' has corrupt records: record 3 \(unreadable: "
-                                r"corrupted record at \d+"):
+    with self.assertRaisesRegex(
+      ValueError,
+      rf"record file '{paths[1]}' has corrupt records: record 3 \(unreadable: "
+      r"corrupted record at \d+",
+    ):
       data.scan_files(os.path.join(tmp, "*"), two_losses.extern_data_template(), what="test")
 
   def test_bad_record_content_names_file_and_record(self):
@@ -233,10 +253,14 @@ class CorruptRecordTest(tf.test.TestCase):
     with tf.io.TFRecordWriter(paths[0]) as w:  # rewrite shard 0 with a bad record 2
       w.write(records.schema_record(schema))
       w.write(records.encode_sequence(two_losses.default_data("train", 1)[0], schema))
-      w.write(records._example({"data/value": b"\0" * 12, "data/shape": [3], "tags/value": b"\0" * 8,
-                                "tags/shape": [2]}))
-    with self.assertRaisesRegex(ValueError, r"record 2 \(input 'tags' axis 0: dynamic dim 'time' has length 2 here "
-                                r"but 3"):
+      w.write(
+        records._example({"data/value": b"\0" * 12, "data/shape": [3], "tags/value": b"\0" * 8, "tags/shape": [2]})
+      )
+    with self.assertRaisesRegex(
+      ValueError,
+      r"record 2 \(input 'tags' axis 0: dynamic dim 'time' has length 2 here "
+      r"but 3",
+    ):
       data.scan_files(os.path.join(tmp, "*"), template, what="test")
 
   def test_skip_counts_and_reads_the_rest(self):
@@ -248,14 +272,18 @@ class CorruptRecordTest(tf.test.TestCase):
     self.assertEqual(files.num_seqs, 16)
     with tf.Graph().as_default():
       order = tf.compat.v1.placeholder(tf.int64, ())
-      got = _seqs_of(_batches(data.make_file_dataset(template, files, batch_size=5, order_seed=order, shuffle=True,
-                                                     seed=0), order_seed=order), template)
+      got = _seqs_of(
+        _batches(
+          data.make_file_dataset(template, files, batch_size=5, order_seed=order, shuffle=True, seed=0),
+          order_seed=order,
+        ),
+        template,
+      )
     expected = seqs[0::2] + seqs[1::2][:4]  # file 0 whole, file 1 up to its record 4 (sequence record 4 = 4th)
     self.assertCountEqual([_key(s) for s in got], [_key(s) for s in expected])
 
 
 class WorkerSplitTest(tf.test.TestCase):
-
   def test_parts_are_contiguous_and_make_the_global_batch(self):
     with tf.Graph().as_default():
       size = tf.compat.v1.placeholder(tf.int32, [])
@@ -297,17 +325,20 @@ def _text_graph():
 
   def dataset_from_files(files, *, extern_data):
     del extern_data
-    lines = files.interleave(tf.data.TextLineDataset, cycle_length=2, num_parallel_calls=tf.data.AUTOTUNE,
-                             deterministic=True)
-    return lines.map(lambda line: {"x": tf.strings.to_number(tf.strings.split(line), tf.float32)},
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    lines = files.interleave(
+      tf.data.TextLineDataset, cycle_length=2, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return lines.map(
+      lambda line: {"x": tf.strings.to_number(tf.strings.split(line), tf.float32)},
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
 
   module.dataset_from_files = dataset_from_files
   return module
 
 
 class DatasetHookTest(tf.test.TestCase):
-
   def test_module_format_trains_like_memory(self):
     tmp = self.create_tempdir().full_path
     seqs = testing_graphs.sum_data([1, 2, 3, 5, 8, 13, 4])
@@ -317,8 +348,9 @@ class DatasetHookTest(tf.test.TestCase):
           f.write(" ".join(repr(float(v)) for v in seq["x"]) + "\n")
     results = []
     for kwargs in (dict(train_data=os.path.join(tmp, "*.txt"), dev_data=os.path.join(tmp, "*.txt")), {}):
-      cfg = engine.EngineConfig(train_dir=self.create_tempdir().full_path, num_epochs=1, batch_size=2,
-                                learning_rate=0.0, **kwargs)
+      cfg = engine.EngineConfig(
+        train_dir=self.create_tempdir().full_path, num_epochs=1, batch_size=2, learning_rate=0.0, **kwargs
+      )
       given = {} if kwargs else dict(train_data=seqs, dev_data=seqs)
       with engine.Engine(_text_graph(), cfg, **given) as eng:
         self.assertEqual(eng.num_seqs, {"train": len(seqs), "dev": len(seqs)})
@@ -334,10 +366,14 @@ class DatasetHookTest(tf.test.TestCase):
     module.dataset_from_files = lambda files, *, extern_data: files.map(lambda f: {"x": tf.zeros([2, 2])})
     tmp = self.create_tempdir().full_path
     open(os.path.join(tmp, "a.txt"), "w").close()
-    with self.assertRaisesRegex(ValueError, r"dataset_from_files yields 'x' as float32 \(2, 2\), extern_data expects "
-                                r"float32 \(None,\)"):
-      data.scan_files(os.path.join(tmp, "*"), module.extern_data_template(), what="test",
-                      reader=module.dataset_from_files)
+    with self.assertRaisesRegex(
+      ValueError,
+      r"dataset_from_files yields 'x' as float32 \(2, 2\), extern_data expects "
+      r"float32 \(None,\)",
+    ):
+      data.scan_files(
+        os.path.join(tmp, "*"), module.extern_data_template(), what="test", reader=module.dataset_from_files
+      )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,13 @@ import tensorflow as tf
 import returnn_rc as rc
 
 
-def make_sum_graph(name: str = "sum_graph", *, times_epoch: bool = False, nan_at_step: Optional[int] = None,
-                   drop_input: Optional[str] = None) -> types.ModuleType:
+def make_sum_graph(
+  name: str = "sum_graph",
+  *,
+  times_epoch: bool = False,
+  nan_at_step: Optional[int] = None,
+  drop_input: Optional[str] = None,
+) -> types.ModuleType:
   """Input ``"x"`` float32 ``[B,T]``; loss ``"x"`` = ``x * w`` (``w`` a variable, 1 at init), optionally
   times the epoch, or NaN from step ``nan_at_step`` on. With learning rate 0 the epoch figure is
   ``Σ x / Σ seq_len`` (times the epoch)."""
@@ -49,4 +54,3 @@ def make_sum_graph(name: str = "sum_graph", *, times_epoch: bool = False, nan_at
 def sum_data(lengths: List[int], seed: int = 0) -> List[dict]:
   rng = np.random.default_rng(seed)
   return [{"x": rng.uniform(0, 10, size=[n]).astype(np.float32)} for n in lengths]
-

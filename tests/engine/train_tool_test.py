@@ -16,8 +16,9 @@ _TOOL = os.path.join(_ROOT, "tools", "train.py")
 
 def _run(*args, cwd=_ROOT, tool=_TOOL):
   env = dict(os.environ)
-  return subprocess.run([sys.executable, tool, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                        timeout=300, check=False)
+  return subprocess.run(
+    [sys.executable, tool, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+  )
 
 
 def _figures(stdout: str):
@@ -27,14 +28,30 @@ def _figures(stdout: str):
 
 
 class TrainToolTest(parameterized.TestCase):
-
   def test_help(self):
     proc = _run("--help")  # absl's --help exits with status 1
     self.assertIn(proc.returncode, (0, 1), proc.stderr)
-    for flag in ("--graph:", "--train_dir:", "--num_epochs:", "--batch_size:", "--[no]xla:", "--export_dir:",
-                 "--learning_rate:", "--lr_control_loss:", "--seed:", "--[no]fresh:", "--train_data:", "--dev_data:",
-                 "--optimizer:", "--grad_clip_global_norm:", "--accum_grad_multiple_step:", "--lr_warmup_steps:",
-                 "--lr_schedule:", "--keep_best_checkpoints:", "--[no]skip_corrupt_records:"):
+    for flag in (
+      "--graph:",
+      "--train_dir:",
+      "--num_epochs:",
+      "--batch_size:",
+      "--[no]xla:",
+      "--export_dir:",
+      "--learning_rate:",
+      "--lr_control_loss:",
+      "--seed:",
+      "--[no]fresh:",
+      "--train_data:",
+      "--dev_data:",
+      "--optimizer:",
+      "--grad_clip_global_norm:",
+      "--accum_grad_multiple_step:",
+      "--lr_warmup_steps:",
+      "--lr_schedule:",
+      "--keep_best_checkpoints:",
+      "--[no]skip_corrupt_records:",
+    ):
       self.assertIn(flag, proc.stdout)
 
   def test_record_files_flow(self):
@@ -42,14 +59,31 @@ class TrainToolTest(parameterized.TestCase):
     checkpoint from the files: the dev figure of the training table (files vs memory: files_engine_test)."""
     tmp = self.create_tempdir().full_path
     data, train_dir = os.path.join(tmp, "data"), os.path.join(tmp, "train")
-    proc = _run("--graph=two_losses", "--split=dev", f"--output={data}", "--num_shards=3", "--max_seqs=48",
-                tool=os.path.join(_ROOT, "tools", "make_dataset.py"))
+    proc = _run(
+      "--graph=two_losses",
+      "--split=dev",
+      f"--output={data}",
+      "--num_shards=3",
+      "--max_seqs=48",
+      tool=os.path.join(_ROOT, "tools", "make_dataset.py"),
+    )
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("48 sequences -> 3 file(s)", proc.stdout)
-    proc = _run("--graph=two_losses", f"--train_dir={train_dir}", f"--train_data={data}/dev-*",
-                f"--dev_data={data}/dev-*", "--num_epochs=2", "--batch_size=8", "--optimizer=adamw",
-                "--weight_decay=0.01", "--grad_clip_global_norm=5", "--accum_grad_multiple_step=2",
-                "--lr_warmup_steps=3", "--keep_best_checkpoints=2", "--best_checkpoint_loss=aux_ce")
+    proc = _run(
+      "--graph=two_losses",
+      f"--train_dir={train_dir}",
+      f"--train_data={data}/dev-*",
+      f"--dev_data={data}/dev-*",
+      "--num_epochs=2",
+      "--batch_size=8",
+      "--optimizer=adamw",
+      "--weight_decay=0.01",
+      "--grad_clip_global_norm=5",
+      "--accum_grad_multiple_step=2",
+      "--lr_warmup_steps=3",
+      "--keep_best_checkpoints=2",
+      "--best_checkpoint_loss=aux_ce",
+    )
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("best checkpoint by aux_ce:", proc.stdout)
     table = proc.stdout.split("per loss)\n")[1].split("\nwall time")[0].splitlines()
@@ -57,8 +91,13 @@ class TrainToolTest(parameterized.TestCase):
     dev_aux = [float(row[header.index("dev aux_ce")]) for row in rows]
     self.assertLen(dev_aux, 2)
     out_json = os.path.join(tmp, "eval.json")
-    proc = _run("--graph=two_losses", f"--checkpoint={train_dir}/best", f"--data={data}/dev-*",
-                f"--output_json={out_json}", tool=os.path.join(_ROOT, "tools", "evaluate.py"))
+    proc = _run(
+      "--graph=two_losses",
+      f"--checkpoint={train_dir}/best",
+      f"--data={data}/dev-*",
+      f"--output_json={out_json}",
+      tool=os.path.join(_ROOT, "tools", "evaluate.py"),
+    )
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertRegex(proc.stdout, r"aux_ce\s+\S+\s+\S+\s+\d\.\d{6}")
     with open(out_json) as f:
@@ -69,11 +108,11 @@ class TrainToolTest(parameterized.TestCase):
     self.assertAlmostEqual(result["losses"]["aux_ce"]["figure"], min(dev_aux), delta=6e-5)  # the table rounds
 
   def test_bad_lr_control_loss(self):
-    proc = _run("--graph=two_losses", f"--train_dir={self.create_tempdir().full_path}", "--max_seqs=8",
-                "--lr_control_loss=nope")
+    proc = _run(
+      "--graph=two_losses", f"--train_dir={self.create_tempdir().full_path}", "--max_seqs=8", "--lr_control_loss=nope"
+    )
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn("unknown loss name 'nope'", proc.stderr)
-
 
   def test_run_rerun_and_fresh_in_the_users_directory(self):
     """A run prints the table; a re-run resumes and has nothing to do (same table); --fresh deletes only the
@@ -104,11 +143,14 @@ class TrainToolTest(parameterized.TestCase):
   # Checks of the engine's config (lr_decay, train_dir, ...) have in-process rows in tests/bad_inputs_test.py; here
   # flag validators (before TensorFlow is imported) and one check after the graph is loaded (export_dir).
   @parameterized.named_parameters(
-      ("batch_size_zero", ["--batch_size=0"], r"flag --batch_size=0: 0 is not a positive integer"),
-      ("num_epochs_zero", ["--num_epochs=0"], r"flag --num_epochs=0: 0 is not a positive integer"),
-      ("keep_checkpoints_zero", ["--keep_checkpoints=0"], r"flag --keep_checkpoints=0: 0 is not a positive integer"),
-      ("export_dir_not_an_export", ["--export_dir={tools}", "--overwrite_export"],
-       r"export_dir '.*tools' is not an earlier returnn_rc export"),
+    ("batch_size_zero", ["--batch_size=0"], r"flag --batch_size=0: 0 is not a positive integer"),
+    ("num_epochs_zero", ["--num_epochs=0"], r"flag --num_epochs=0: 0 is not a positive integer"),
+    ("keep_checkpoints_zero", ["--keep_checkpoints=0"], r"flag --keep_checkpoints=0: 0 is not a positive integer"),
+    (
+      "export_dir_not_an_export",
+      ["--export_dir={tools}", "--overwrite_export"],
+      r"export_dir '.*tools' is not an earlier returnn_rc export",
+    ),
   )
   def test_bad_flags_before_any_work(self, args, regex):
     parent = self.create_tempdir().full_path

@@ -73,7 +73,7 @@ class NumpyOptimizer:
         m = 0.9 * m + 0.1 * g
         s = 0.999 * s + 0.001 * g * g
         self.slots[k] = (m, s)
-        lr_t = self.lr * np.sqrt(1 - 0.999 ** self.t) / (1 - 0.9 ** self.t)
+        lr_t = self.lr * np.sqrt(1 - 0.999**self.t) / (1 - 0.9**self.t)
         out[k] = v - self.lr * self.wd * v - lr_t * m / (np.sqrt(s) + 1e-8)
       else:
         a = self.momentum * self.slots.get(k, 0.0) + g
@@ -83,18 +83,22 @@ class NumpyOptimizer:
 
 
 class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ("adam", dict(optimizer="adam")),
-      ("adamw", dict(optimizer="adamw", weight_decay=0.5)),
-      ("momentum", dict(optimizer="momentum", momentum=0.7)),
-      ("adam_clipped", dict(optimizer="adam", grad_clip_global_norm=0.5)),
-      ("momentum_clipped", dict(optimizer="momentum", momentum=0.9, grad_clip_global_norm=0.5)),
+    ("adam", dict(optimizer="adam")),
+    ("adamw", dict(optimizer="adamw", weight_decay=0.5)),
+    ("momentum", dict(optimizer="momentum", momentum=0.7)),
+    ("adam_clipped", dict(optimizer="adam", grad_clip_global_norm=0.5)),
+    ("momentum_clipped", dict(optimizer="momentum", momentum=0.9, grad_clip_global_norm=0.5)),
   )
   def test_two_steps_match_numpy(self, options):
     built = _Built(two_losses, _config(**options))
-    ref = NumpyOptimizer(options["optimizer"], 0.01, weight_decay=options.get("weight_decay", 0.0),
-                         momentum=options.get("momentum", 0.9), clip=options.get("grad_clip_global_norm"))
+    ref = NumpyOptimizer(
+      options["optimizer"],
+      0.01,
+      weight_decay=options.get("weight_decay", 0.0),
+      momentum=options.get("momentum", 0.9),
+      clip=options.get("grad_clip_global_norm"),
+    )
     values = built.values()
     for batch in (_B1, _B2):
       grads = built.step(batch)
@@ -109,8 +113,11 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
   def test_weight_decay_and_clipping_change_the_update(self):
     """Controls: the options above are not no-ops (each differs from plain Adam by far more than the tolerance)."""
     results = {}
-    for name, options in (("adam", {}), ("adamw", dict(optimizer="adamw", weight_decay=0.5)),
-                          ("clipped", dict(grad_clip_global_norm=0.5))):
+    for name, options in (
+      ("adam", {}),
+      ("adamw", dict(optimizer="adamw", weight_decay=0.5)),
+      ("clipped", dict(grad_clip_global_norm=0.5)),
+    ):
       built = _Built(two_losses, _config(**options))
       built.step(_B1)
       built.step(_B2)
@@ -123,11 +130,16 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
 class GradAccumulationTest(tf.test.TestCase, parameterized.TestCase):
   """k batches accumulated = one batch made of the k batches (two_losses: tag_ce summed, aux_ce normalised)."""
 
-  @parameterized.named_parameters(("momentum", "momentum", None), ("momentum_clipped", "momentum", 0.5),
-                                  ("adamw", "adamw", None))
+  @parameterized.named_parameters(
+    ("momentum", "momentum", None), ("momentum_clipped", "momentum", 0.5), ("adamw", "adamw", None)
+  )
   def test_equals_one_big_batch(self, optimizer, clip):
-    options = dict(optimizer=optimizer, grad_clip_global_norm=clip, weight_decay=0.1 if optimizer == "adamw" else 0.0,
-                   learning_rate=0.5 if optimizer == "momentum" else 0.01)
+    options = dict(
+      optimizer=optimizer,
+      grad_clip_global_norm=clip,
+      weight_decay=0.1 if optimizer == "adamw" else 0.0,
+      learning_rate=0.5 if optimizer == "momentum" else 0.01,
+    )
     accumulated = _Built(two_losses, _config(accum_grad_multiple_step=2, **options))
     big = _Built(two_losses, _config(**options))
     initial = big.values()
@@ -178,9 +190,16 @@ class GradAccumulationTest(tf.test.TestCase, parameterized.TestCase):
     seqs = testing_graphs.sum_data([3] * 6)
     finals = []
     for batch_size, k in ((2, 2), (4, 1)):
-      cfg = engine.EngineConfig(train_dir=self.create_tempdir().full_path, num_epochs=2, batch_size=batch_size,
-                                accum_grad_multiple_step=k, optimizer="momentum", learning_rate=0.01,
-                                save_checkpoints=False, log_every_secs=1e9)
+      cfg = engine.EngineConfig(
+        train_dir=self.create_tempdir().full_path,
+        num_epochs=2,
+        batch_size=batch_size,
+        accum_grad_multiple_step=k,
+        optimizer="momentum",
+        learning_rate=0.01,
+        save_checkpoints=False,
+        log_every_secs=1e9,
+      )
       with engine.Engine(testing_graphs.make_sum_graph(), cfg, train_data=seqs, dev_data=[]) as eng:
         eng.train()
         (w,) = [v for v in eng.train_graph.variables if v.op.name == "w"]
@@ -190,15 +209,23 @@ class GradAccumulationTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class LearningRateScheduleTest(tf.test.TestCase, parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ("constant_warmup", dict(lr_warmup_steps=4), lambda s: min(1, (s + 1) / 4)),
-      ("exponential", dict(lr_schedule="exponential", lr_schedule_steps=3, lr_schedule_rate=0.5),
-       lambda s: 0.5 ** (s / 3)),
-      ("step_warmup", dict(lr_schedule="step", lr_schedule_steps=3, lr_schedule_rate=0.5, lr_warmup_steps=2),
-       lambda s: min(1, (s + 1) / 2) * 0.5 ** (s // 3)),
-      ("inverse_sqrt", dict(lr_schedule="inverse_sqrt", lr_schedule_steps=4, lr_warmup_steps=4),
-       lambda s: min(1, (s + 1) / 4) * np.sqrt(4 / max(s + 1, 4))),
+    ("constant_warmup", dict(lr_warmup_steps=4), lambda s: min(1, (s + 1) / 4)),
+    (
+      "exponential",
+      dict(lr_schedule="exponential", lr_schedule_steps=3, lr_schedule_rate=0.5),
+      lambda s: 0.5 ** (s / 3),
+    ),
+    (
+      "step_warmup",
+      dict(lr_schedule="step", lr_schedule_steps=3, lr_schedule_rate=0.5, lr_warmup_steps=2),
+      lambda s: min(1, (s + 1) / 2) * 0.5 ** (s // 3),
+    ),
+    (
+      "inverse_sqrt",
+      dict(lr_schedule="inverse_sqrt", lr_schedule_steps=4, lr_warmup_steps=4),
+      lambda s: min(1, (s + 1) / 4) * np.sqrt(4 / max(s + 1, 4)),
+    ),
   )
   def test_rate_per_step_and_newbob(self, options, factor):
     built = _Built(testing_graphs.make_sum_graph(), _config(learning_rate=0.2, **options))
@@ -212,8 +239,9 @@ class LearningRateScheduleTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_the_optimizer_uses_the_scheduled_rate(self):
     """SGD (momentum 0): the update at step s is lr(s) * grad."""
-    built = _Built(testing_graphs.make_sum_graph(), _config(optimizer="momentum", momentum=0.0, learning_rate=0.2,
-                                                            lr_warmup_steps=4))
+    built = _Built(
+      testing_graphs.make_sum_graph(), _config(optimizer="momentum", momentum=0.0, learning_rate=0.2, lr_warmup_steps=4)
+    )
     seqs = testing_graphs.sum_data([2, 3])
     for s in range(3):
       before = built.values()["w"]
@@ -222,19 +250,25 @@ class LearningRateScheduleTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class OptionErrorsTest(parameterized.TestCase):
-
   @parameterized.named_parameters(
-      ("unknown_optimizer", dict(optimizer="adagrad"), r"unknown optimizer 'adagrad'; expected one of \['adam', "),
-      ("k0", dict(accum_grad_multiple_step=0), r"accum_grad_multiple_step \(k\) must be an int >= 1, got 0"),
-      ("clip0", dict(grad_clip_global_norm=0.0), r"grad_clip_global_norm must be a finite float > 0"),
-      ("clip_negative", dict(grad_clip_global_norm=-1.0), r"grad_clip_global_norm must be a finite float > 0"),
-      ("decay_without_adamw", dict(weight_decay=0.1), r"weight_decay=0.1 is decoupled weight decay of optimizer "
-       r"'adamw'"),
-      ("momentum_1", dict(optimizer="momentum", momentum=1.0), r"momentum must be in \[0, 1\), got 1.0"),
-      ("unknown_schedule", dict(lr_schedule="cosine"), r"unknown learning-rate schedule 'cosine'"),
-      ("schedule_without_steps", dict(lr_schedule="exponential", lr_schedule_rate=0.5),
-       r"lr_schedule 'exponential' needs lr_schedule_steps >= 1, got 0"),
-      ("negative_warmup", dict(lr_warmup_steps=-1), r"lr_warmup_steps must be an int >= 0, got -1"),
+    ("unknown_optimizer", dict(optimizer="adagrad"), r"unknown optimizer 'adagrad'; expected one of \['adam', "),
+    ("k0", dict(accum_grad_multiple_step=0), r"accum_grad_multiple_step \(k\) must be an int >= 1, got 0"),
+    ("clip0", dict(grad_clip_global_norm=0.0), r"grad_clip_global_norm must be a finite float > 0"),
+    ("clip_negative", dict(grad_clip_global_norm=-1.0), r"grad_clip_global_norm must be a finite float > 0"),
+    (
+      "decay_without_adamw",
+      dict(weight_decay=0.1),
+      r"weight_decay=0.1 is decoupled weight decay of optimizer "
+      r"'adamw'",
+    ),
+    ("momentum_1", dict(optimizer="momentum", momentum=1.0), r"momentum must be in \[0, 1\), got 1.0"),
+    ("unknown_schedule", dict(lr_schedule="cosine"), r"unknown learning-rate schedule 'cosine'"),
+    (
+      "schedule_without_steps",
+      dict(lr_schedule="exponential", lr_schedule_rate=0.5),
+      r"lr_schedule 'exponential' needs lr_schedule_steps >= 1, got 0",
+    ),
+    ("negative_warmup", dict(lr_warmup_steps=-1), r"lr_warmup_steps must be an int >= 0, got -1"),
   )
   def test_bad_option(self, options, regex):
     with self.assertRaisesRegex(ValueError, regex):

@@ -24,12 +24,10 @@ def _forward_step(*, model, extern_data):
   segments = tf.repeat(tf.range(tf.size(time.get_dyn_size())), time.get_dyn_size())  # [sum(T)]
   seq_sum = tf.math.unsorted_segment_sum(packed, segments, tf.size(time.get_dyn_size()))  # [B,V]
   vocab = extern_data["classes"].sparse_dim
-  rc.get_run_ctx().mark_as_output(rc.Tensor("seq_sum", [rc.batch_dim, vocab], "float32", raw_tensor=seq_sum),
-                                  "seq_sum")
+  rc.get_run_ctx().mark_as_output(rc.Tensor("seq_sum", [rc.batch_dim, vocab], "float32", raw_tensor=seq_sum), "seq_sum")
 
 
 class CustomOpExportTest(absltest.TestCase):
-
   def test_exports_with_fallback(self):
     tmp = self.create_tempdir().full_path
     module = util.variant(forward_step=_forward_step, model_outputs_template=None)

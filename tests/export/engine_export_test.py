@@ -13,7 +13,6 @@ from tests.export import tiny_graph
 
 
 class EngineExportTest(absltest.TestCase):
-
   def test_engine_checkpoint_round_trip(self):
     tmp = self.create_tempdir().full_path
     train_dir = os.path.join(tmp, "train")

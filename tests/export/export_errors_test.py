@@ -20,13 +20,12 @@ from tests.export import tiny_graph
 def _mark_one(name):
   def forward_step(*, model, extern_data):
     data = extern_data["data"]
-    rc.get_run_ctx().mark_as_output(
-        rc.Tensor("x", data.dims, "float32", raw_tensor=data.get_raw() * model.b[0]), name)
+    rc.get_run_ctx().mark_as_output(rc.Tensor("x", data.dims, "float32", raw_tensor=data.get_raw() * model.b[0]), name)
+
   return forward_step
 
 
 class ExportErrorsTest(parameterized.TestCase):
-
   def setUp(self):
     super().setUp()
     self.tmp = self.create_tempdir().full_path
@@ -52,6 +51,7 @@ class ExportErrorsTest(parameterized.TestCase):
   def test_invalid_input_name(self):
     def extern_data_template():
       return rc.TensorDict({"in put": rc.Tensor("in put", [rc.batch_dim, rc.Dim(3, name="f")], "float32")})
+
     module = util.variant(extern_data_template=extern_data_template)
     with self.assertRaisesRegex(ValueError, r"extern-data input name 'in put' is not a valid signature key"):
       self._export(module)
@@ -61,6 +61,7 @@ class ExportErrorsTest(parameterized.TestCase):
       out = tiny_graph.model_outputs_template(extern_data)
       out["labels"] = rc.Tensor("labels", out["labels"].dims, "int64", sparse_dim=out["labels"].sparse_dim)
       return out
+
     module = util.variant(model_outputs_template=model_outputs_template)
     with self.assertRaisesRegex(ValueError, r"mark_as_output\('labels'\): dtype int32 but int64 expected"):
       self._export(module)
@@ -70,6 +71,7 @@ class ExportErrorsTest(parameterized.TestCase):
       out = tiny_graph.model_outputs_template(extern_data)
       out["extra"] = rc.Tensor("extra", [rc.batch_dim], "float32")
       return out
+
     module = util.variant(model_outputs_template=model_outputs_template)
     with self.assertRaisesRegex(RuntimeError, r"outputs \['extra'\] were expected but not marked"):
       self._export(module)
@@ -79,10 +81,13 @@ class ExportErrorsTest(parameterized.TestCase):
       scale = tf.compat.v1.placeholder_with_default(1.0, [], name="my_scale")
       data = extern_data["data"]
       rc.get_run_ctx().mark_as_output(
-          rc.Tensor("x", data.dims, "float32", raw_tensor=data.get_raw() * scale * model.b[0]), "x")
+        rc.Tensor("x", data.dims, "float32", raw_tensor=data.get_raw() * scale * model.b[0]), "x"
+      )
+
     module = util.variant(forward_step=forward_step, model_outputs_template=None)
-    with self.assertRaisesRegex(RuntimeError,
-                                r"output 'x' depends on placeholder 'my_scale'.*not an extern-data input"):
+    with self.assertRaisesRegex(
+      RuntimeError, r"output 'x' depends on placeholder 'my_scale'.*not an extern-data input"
+    ):
       self._export(module)
 
   def test_checkpoint_shape_mismatch(self):
@@ -91,10 +96,15 @@ class ExportErrorsTest(parameterized.TestCase):
         with tf.compat.v1.variable_scope("tiny"):
           tf.compat.v1.get_variable("w", [tiny_graph.FEATURES + 1, tiny_graph.VOCAB])
           tf.compat.v1.get_variable("b", [tiny_graph.VOCAB])
+
     ckpt = util.make_checkpoint(util.variant(get_model=lambda *, epoch, step: WideModel()), self.tmp)
     with self.assertRaisesRegex(
-        ValueError, re.escape("does not match the forward graph: variable 'tiny/w' has shape [4, 5] in the "
-                              "checkpoint, the graph expects [3, 5]")):
+      ValueError,
+      re.escape(
+        "does not match the forward graph: variable 'tiny/w' has shape [4, 5] in the "
+        "checkpoint, the graph expects [3, 5]"
+      ),
+    ):
       self._export(tiny_graph, ckpt)
     self.assertFalse(os.path.exists(self.export_dir))
 
@@ -103,6 +113,7 @@ class ExportErrorsTest(parameterized.TestCase):
       def __init__(self):
         with tf.compat.v1.variable_scope("tiny"):
           tf.compat.v1.get_variable("b", [tiny_graph.VOCAB])
+
     ckpt = util.make_checkpoint(util.variant(get_model=lambda *, epoch, step: HalfModel()), self.tmp)
     with self.assertRaisesRegex(ValueError, re.escape("missing variable 'tiny/w' (shape [3, 5])")):
       self._export(tiny_graph, ckpt)
@@ -129,8 +140,11 @@ class ExportErrorsTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"export_dir '.*sm' already exists and is not empty; pass overwrite=True"):
       self._export(tiny_graph)
     # overwrite replaces only an earlier export: anything else is refused and nothing is deleted
-    with self.assertRaisesRegex(ValueError, r"export_dir '.*sm' is not an earlier returnn_rc export \(unexpected: "
-                                r"\['old.txt', .*nothing was deleted"):
+    with self.assertRaisesRegex(
+      ValueError,
+      r"export_dir '.*sm' is not an earlier returnn_rc export \(unexpected: "
+      r"\['old.txt', .*nothing was deleted",
+    ):
       self._export(tiny_graph, overwrite=True)
     self.assertEqual(os.listdir(self.export_dir), ["old.txt"])
     self.assertEqual(sorted(os.listdir(self.tmp)), ["sm"])  # no temporary dir left behind
@@ -144,28 +158,38 @@ class ExportErrorsTest(parameterized.TestCase):
     loaded = tf.saved_model.load(self.export_dir)
     by_name = {v.name.split(":")[0]: v.numpy() for v in loaded.variables}
     np.testing.assert_array_equal(by_name["tiny/w"], tf.train.load_checkpoint(ckpt).get_tensor("tiny/w"))
-    self.assertEqual(sorted(n for n in os.listdir(self.tmp) if not n.startswith("model.ckpt")),
-                     ["checkpoint", "sm"])  # no temporary dir, no moved-aside export left behind
+    self.assertEqual(
+      sorted(n for n in os.listdir(self.tmp) if not n.startswith("model.ckpt")), ["checkpoint", "sm"]
+    )  # no temporary dir, no moved-aside export left behind
 
-  @parameterized.parameters("notes.txt", os.path.join("variables", "extra.bin"),
-                            os.path.join("assets.extra", "mine.json"))
+  @parameterized.parameters(
+    "notes.txt", os.path.join("variables", "extra.bin"), os.path.join("assets.extra", "mine.json")
+  )
   def test_overwrite_refuses_an_export_with_other_files(self, extra):
     self._export(tiny_graph)
     with open(os.path.join(self.export_dir, extra), "w", encoding="utf-8") as f:
       f.write("mine")
-    before = sorted(os.path.relpath(os.path.join(r, n), self.export_dir)
-                    for r, _, files in os.walk(self.export_dir) for n in files)
-    with self.assertRaisesRegex(ValueError, r"is not an earlier returnn_rc export \(unexpected: \[.*"
-                                + re.escape(extra.replace(os.sep, "/")) + r".*nothing was deleted"):
+    before = sorted(
+      os.path.relpath(os.path.join(r, n), self.export_dir) for r, _, files in os.walk(self.export_dir) for n in files
+    )
+    with self.assertRaisesRegex(
+      ValueError,
+      r"is not an earlier returnn_rc export \(unexpected: \[.*"
+      + re.escape(extra.replace(os.sep, "/"))
+      + r".*nothing was deleted",
+    ):
       self._export(tiny_graph, overwrite=True)
-    after = sorted(os.path.relpath(os.path.join(r, n), self.export_dir)
-                   for r, _, files in os.walk(self.export_dir) for n in files)
+    after = sorted(
+      os.path.relpath(os.path.join(r, n), self.export_dir) for r, _, files in os.walk(self.export_dir) for n in files
+    )
     self.assertEqual(before, after)
 
-  @parameterized.parameters(("epoch", 0, ValueError, r"epoch must be an int in \[1, 2\*\*63\), got 0"),
-                            ("step", -1, ValueError, r"step must be an int in \[0, 2\*\*63\), got -1"),
-                            ("epoch", 1.5, TypeError, r"epoch must be None or an int, got 1.5"),
-                            ("overwrite", "yes", TypeError, r"overwrite must be a bool, got 'yes'"))
+  @parameterized.parameters(
+    ("epoch", 0, ValueError, r"epoch must be an int in \[1, 2\*\*63\), got 0"),
+    ("step", -1, ValueError, r"step must be an int in \[0, 2\*\*63\), got -1"),
+    ("epoch", 1.5, TypeError, r"epoch must be None or an int, got 1.5"),
+    ("overwrite", "yes", TypeError, r"overwrite must be a bool, got 'yes'"),
+  )
   def test_bad_options(self, option, value, exc, regex):
     with self.assertRaisesRegex(exc, regex):
       self._export(tiny_graph, **{option: value})
@@ -185,8 +209,9 @@ class ExportErrorsTest(parameterized.TestCase):
     graph_def.node.add(name="a", op="Const")
     graph_def.node.add(name="packed", op="FlattenWithSeqLenMask")
     graph_def.node.add(name="b", op="SomeUnknownOp")
-    self.assertEqual(forward_graph.non_core_op_types(graph_def),
-                     {"FlattenWithSeqLenMask": "packed", "SomeUnknownOp": "b"})
+    self.assertEqual(
+      forward_graph.non_core_op_types(graph_def), {"FlattenWithSeqLenMask": "packed", "SomeUnknownOp": "b"}
+    )
 
 
 class ServingErrorsTest(absltest.TestCase):
@@ -209,22 +234,28 @@ class ServingErrorsTest(absltest.TestCase):
       data = graph.get_tensor_by_name(sig.inputs["data"].name)
       sizes = graph.get_tensor_by_name(sig.inputs["data:size1"].name)
       fetch = graph.get_tensor_by_name(sig.outputs["logits"].name)
-      with self.assertRaisesRegex(ValueError, r"Cannot feed value of shape \(2, 4\) for Tensor extern_data/data:0, "
-                                  r"which has shape \(None, None, 3\)"):
+      with self.assertRaisesRegex(
+        ValueError,
+        r"Cannot feed value of shape \(2, 4\) for Tensor extern_data/data:0, "
+        r"which has shape \(None, None, 3\)",
+      ):
         sess.run(fetch, {data: np.zeros([2, 4], np.float32), sizes: self.good["data:size1"]})
 
   def test_tf2_loader_wrong_rank(self):
     fn = tf.saved_model.load(self.export_dir).signatures["serving_default"]
-    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
-                                r"Shape of tensor extern_data_data \[2,4\] is not compatible with expected shape "
-                                r"\[\?,\?,3\]"):
+    with self.assertRaisesRegex(
+      tf.errors.InvalidArgumentError,
+      r"Shape of tensor extern_data_data \[2,4\] is not compatible with expected shape "
+      r"\[\?,\?,3\]",
+    ):
       fn(**{"data": tf.zeros([2, 4]), "data:size1": tf.constant([4, 2])})
 
   def test_tf2_loader_wrong_dtype(self):
     # TF's own message names the input by position (signature keys sorted: "data" is #0), not by key.
     fn = tf.saved_model.load(self.export_dir).signatures["serving_default"]
-    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
-                                r"input #0\(zero-based\) was expected to be a float tensor but is a int32 tensor"):
+    with self.assertRaisesRegex(
+      tf.errors.InvalidArgumentError, r"input #0\(zero-based\) was expected to be a float tensor but is a int32 tensor"
+    ):
       fn(**{"data": tf.zeros([2, 4, 3], tf.int32), "data:size1": tf.constant([4, 2])})
 
   def test_tf2_loader_missing_input(self):
@@ -242,14 +273,18 @@ class ServingErrorsTest(absltest.TestCase):
     sig = meta.signature_def["serving_default"]
     inputs = {k: graph.get_tensor_by_name(v.name) for k, v in sig.inputs.items()}
     fetches = {k: graph.get_tensor_by_name(v.name) for k, v in sig.outputs.items()}
-    return {"tf2": lambda feed: fn2(**{k: tf.constant(v) for k, v in feed.items()}),
-            "tf1": lambda feed: sess.run(fetches, {inputs[k]: v for k, v in feed.items()})}
+    return {
+      "tf2": lambda feed: fn2(**{k: tf.constant(v) for k, v in feed.items()}),
+      "tf1": lambda feed: sess.run(fetches, {inputs[k]: v for k, v in feed.items()}),
+    }
 
   def test_signature_checks_sizes_at_run_time(self):
-    cases = [([5, 2], r"size input data:size1 must be <= the padded length of input data at axis 1"),
-             ([4, -1], r"size input data:size1 \(dim time\) must be >= 0"),
-             ([4, 2, 1], r"size input data:size1 must have one size per sequence of input data \(its batch "),
-             ([4], r"size input data:size1 must have one size per sequence of input data")]
+    cases = [
+      ([5, 2], r"size input data:size1 must be <= the padded length of input data at axis 1"),
+      ([4, -1], r"size input data:size1 \(dim time\) must be >= 0"),
+      ([4, 2, 1], r"size input data:size1 must have one size per sequence of input data \(its batch "),
+      ([4], r"size input data:size1 must have one size per sequence of input data"),
+    ]
     for loader, fn in self._serving_fns().items():
       out = fn(self.good)  # positive control: good sizes are echoed back
       np.testing.assert_array_equal(np.asarray(out["logits:size1"]), [4, 2], err_msg=loader)
@@ -257,8 +292,11 @@ class ServingErrorsTest(absltest.TestCase):
         with self.subTest(loader=loader, sizes=sizes):
           with self.assertRaisesRegex(tf.errors.InvalidArgumentError, regex):
             fn(dict(self.good, **{"data:size1": np.array(sizes, np.int32)}))
-    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, r"Shape of tensor .* \[1,2\] is not compatible "
-                                r"with expected shape \[\?\]"):
+    with self.assertRaisesRegex(
+      tf.errors.InvalidArgumentError,
+      r"Shape of tensor .* \[1,2\] is not compatible "
+      r"with expected shape \[\?\]",
+    ):
       self._serving_fns()["tf2"](dict(self.good, **{"data:size1": np.array([[4, 2]], np.int32)}))
 
   def test_forward_graph_checks_sizes_at_run_time(self):
@@ -270,8 +308,9 @@ class ServingErrorsTest(absltest.TestCase):
 
   def test_forwarder_checks(self):
     with forward.SavedModelForwarder(self.export_dir) as fwd:
-      self.assertEqual(set(fwd(self.good)), {"logits", "logits:size1", "labels", "labels:size1", "pooled",
-                                              "strided", "strided:size1"})
+      self.assertEqual(
+        set(fwd(self.good)), {"logits", "logits:size1", "labels", "labels:size1", "pooled", "strided", "strided:size1"}
+      )
       with self.assertRaisesRegex(ValueError, r"input 'data' must have dtype float32, got int32"):
         fwd(dict(self.good, data=np.zeros([2, 4, 3], np.int32)))
       with self.assertRaisesRegex(ValueError, r"input 'data' must have shape \(None, None, 3\).*got \(2, 4\)"):
@@ -291,10 +330,15 @@ class ServingErrorsTest(absltest.TestCase):
         forward.forward_sequences(fwd, seqs, batch_size=1, log_every_s=0)
 
   def test_forwarder_checks_sizes(self):
-    cases = [([5, 2], r"sizes 'data:size1': sequence 0 has size 5, outside \[0, 4\] \(the padded length of 'data' "
-                      r"at axis 1\)"),
-             ([4, -1], r"sizes 'data:size1': sequence 1 has size -1, outside \[0, 4\]"),
-             ([4, 2, 1], r"sizes 'data:size1' must have shape \[2\] \(one per sequence of 'data'\), got shape \[3\]")]
+    cases = [
+      (
+        [5, 2],
+        r"sizes 'data:size1': sequence 0 has size 5, outside \[0, 4\] \(the padded length of 'data' "
+        r"at axis 1\)",
+      ),
+      ([4, -1], r"sizes 'data:size1': sequence 1 has size -1, outside \[0, 4\]"),
+      ([4, 2, 1], r"sizes 'data:size1' must have shape \[2\] \(one per sequence of 'data'\), got shape \[3\]"),
+    ]
     with forward.SavedModelForwarder(self.export_dir) as fwd:
       for sizes, regex in cases:
         with self.assertRaisesRegex(ValueError, regex):

@@ -25,6 +25,7 @@ CKPT_EPOCH = 2
 def graph_module_names() -> List[str]:
   """``"tiny_graph"`` and every public module of ``graphs/`` (found with pkgutil)."""
   import graphs  # pylint: disable=import-outside-toplevel
+
   names = sorted(m.name for m in pkgutil.iter_modules(graphs.__path__) if not m.name.startswith("_"))
   return ["tiny_graph"] + [f"graphs.{n}" for n in names]
 
@@ -52,8 +53,14 @@ def make_checkpoint(module: Any, ckpt_dir: str, *, step: int = CKPT_STEP, epoch:
 def variant(name: str = "tiny_variant", **overrides) -> types.ModuleType:
   """A copy of the tiny graph module with some functions replaced."""
   module = types.ModuleType(name)
-  for attr in ("extern_data_template", "model_outputs_template", "default_data", "get_model", "train_step",
-               "forward_step"):
+  for attr in (
+    "extern_data_template",
+    "model_outputs_template",
+    "default_data",
+    "get_model",
+    "train_step",
+    "forward_step",
+  ):
     setattr(module, attr, getattr(tiny_graph, attr))
   for attr, value in overrides.items():
     if value is None:
@@ -67,6 +74,14 @@ def run_python(args: List[str], *, timeout: float = 120, env: Dict[str, str] = N
   """Runs ``python args...`` from the repo root; returns (exit code, stdout + stderr)."""
   full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO_ROOT)
   full_env.update(env or {})
-  proc = subprocess.run([sys.executable] + args, cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+  proc = subprocess.run(
+    [sys.executable] + args,
+    cwd=REPO_ROOT,
+    env=full_env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
   return proc.returncode, proc.stdout

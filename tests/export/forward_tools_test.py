@@ -18,18 +18,32 @@ _TINY = os.path.join("tests", "export", "tiny_graph.py")
 
 
 def _desc():
-  return {"data": {"dtype": "float32", "batch_axis": 0, "dynamic_axes": [1],
-                   "dims": [{"kind": "batch"}, {"kind": "dynamic", "name": "time", "size_key": "data:size1"},
-                            {"kind": "static", "name": "f", "size": 2}]},
-          "ids": {"dtype": "int32", "batch_axis": 0, "dynamic_axes": [1],
-                  "dims": [{"kind": "batch"}, {"kind": "dynamic", "name": "time", "size_key": "data:size1"}]}}
+  return {
+    "data": {
+      "dtype": "float32",
+      "batch_axis": 0,
+      "dynamic_axes": [1],
+      "dims": [
+        {"kind": "batch"},
+        {"kind": "dynamic", "name": "time", "size_key": "data:size1"},
+        {"kind": "static", "name": "f", "size": 2},
+      ],
+    },
+    "ids": {
+      "dtype": "int32",
+      "batch_axis": 0,
+      "dynamic_axes": [1],
+      "dims": [{"kind": "batch"}, {"kind": "dynamic", "name": "time", "size_key": "data:size1"}],
+    },
+  }
 
 
 class PaddingTest(absltest.TestCase):
-
   def test_pad_unpad_round_trip(self):
-    seqs = [{"data": np.arange(6, dtype=np.float32).reshape(3, 2), "ids": np.array([1, 2, 3], np.int32)},
-            {"data": np.ones([1, 2], np.float32), "ids": np.array([7], np.int32)}]
+    seqs = [
+      {"data": np.arange(6, dtype=np.float32).reshape(3, 2), "ids": np.array([1, 2, 3], np.int32)},
+      {"data": np.ones([1, 2], np.float32), "ids": np.array([7], np.int32)},
+    ]
     padded = forward.pad_sequences(seqs, _desc())
     self.assertEqual(sorted(padded), ["data", "data:size1", "ids", "ids:size1"])
     self.assertEqual(padded["data"].shape, (2, 3, 2))
@@ -46,8 +60,11 @@ class PaddingTest(absltest.TestCase):
   def test_shared_dim_lengths_must_agree(self):
     seqs = [{"data": np.ones([3, 2], np.float32), "ids": np.array([1, 2], np.int32)}]
     padded = forward.pad_sequences(seqs, _desc())
-    with self.assertRaisesRegex(ValueError, r"'ids' axis 1 shares its dim 'time' with 'data:size1', but the "
-                                r"lengths differ: \[2\] vs \[3\]"):
+    with self.assertRaisesRegex(
+      ValueError,
+      r"'ids' axis 1 shares its dim 'time' with 'data:size1', but the "
+      r"lengths differ: \[2\] vs \[3\]",
+    ):
       forward.feed_from_padded(padded, _desc())
 
   def test_read_npz_formats(self):
@@ -66,19 +83,26 @@ class PaddingTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, r"bad.npz': no 'data' in the given arrays.*padded format"):
       forward.read_sequences_npz(bad_path, _desc())
 
-
   def test_read_npz_checks_sizes(self):
     tmp = self.create_tempdir().full_path
-    seqs = [{"data": np.ones([3, 2], np.float32), "ids": np.array([4, 5, 6], np.int32)},
-            {"data": np.ones([1, 2], np.float32), "ids": np.array([7], np.int32)}]
+    seqs = [
+      {"data": np.ones([3, 2], np.float32), "ids": np.array([4, 5, 6], np.int32)},
+      {"data": np.ones([1, 2], np.float32), "ids": np.array([7], np.int32)},
+    ]
     good = forward.pad_sequences(seqs, _desc())
     cases = [
-        ("above the padded length", {"ids:size1": np.array([4, 1], np.int32)},
-         r"sizes 'ids:size1': sequence 0 has size 4, outside \[0, 3\] \(the padded length of 'ids' at axis 1\)"),
-        ("negative", {"data:size1": np.array([3, -2], np.int32)}, r"sizes 'data:size1': sequence 1 has size -2"),
-        ("float", {"data:size1": np.array([3.0, 1.0])}, r"sizes 'data:size1' must be integers, got dtype float64"),
-        ("wrong count", {"data:size1": np.array([3], np.int32)},
-         r"sizes 'data:size1' must have shape \[2\] \(one per sequence of 'data'\), got shape \[1\]"),
+      (
+        "above the padded length",
+        {"ids:size1": np.array([4, 1], np.int32)},
+        r"sizes 'ids:size1': sequence 0 has size 4, outside \[0, 3\] \(the padded length of 'ids' at axis 1\)",
+      ),
+      ("negative", {"data:size1": np.array([3, -2], np.int32)}, r"sizes 'data:size1': sequence 1 has size -2"),
+      ("float", {"data:size1": np.array([3.0, 1.0])}, r"sizes 'data:size1' must be integers, got dtype float64"),
+      (
+        "wrong count",
+        {"data:size1": np.array([3], np.int32)},
+        r"sizes 'data:size1' must have shape \[2\] \(one per sequence of 'data'\), got shape \[1\]",
+      ),
     ]
     path = os.path.join(tmp, "good.npz")
     np.savez(path, **good)
@@ -94,15 +118,16 @@ class PaddingTest(absltest.TestCase):
 
   def test_output_path_checked(self):
     tmp = self.create_tempdir().full_path
-    for bad, regex in [(os.path.join(tmp, "out"), r"must be a path ending with '.npz', got"),
-                       (os.path.join(tmp, "no_dir", "out.npz"), r"directory '.*no_dir' does not exist")]:
+    for bad, regex in [
+      (os.path.join(tmp, "out"), r"must be a path ending with '.npz', got"),
+      (os.path.join(tmp, "no_dir", "out.npz"), r"directory '.*no_dir' does not exist"),
+    ]:
       with self.assertRaisesRegex(ValueError, regex):
         forward.write_outputs_npz(bad, [], _desc())
     self.assertEqual(os.listdir(tmp), [])
 
 
 class ToolsTest(absltest.TestCase):
-
   def test_export_then_forward_saved_model(self):
     tmp = self.create_tempdir().full_path
     export_dir = os.path.join(tmp, "sm")
@@ -112,12 +137,19 @@ class ToolsTest(absltest.TestCase):
     self.assertEqual(summary["inputs"], ["data"])
     self.assertEqual(summary["outputs"], ["labels", "logits", "pooled", "strided"])
 
-    code, log = util.run_python(["-m", "tensorflow.python.tools.saved_model_cli", "show", "--all",
-                                 "--dir", export_dir], env={"PYTHONPATH": ""})
+    code, log = util.run_python(
+      ["-m", "tensorflow.python.tools.saved_model_cli", "show", "--all", "--dir", export_dir], env={"PYTHONPATH": ""}
+    )
     self.assertEqual(code, 0, msg=log[-3000:])
     self.assertIn("signature_def['serving_default']", log)
-    for key in ("inputs['data']", "inputs['data:size1']", "outputs['logits']", "outputs['logits:size1']",
-                "outputs['strided:size1']", "Method name is: tensorflow/serving/predict"):
+    for key in (
+      "inputs['data']",
+      "inputs['data:size1']",
+      "outputs['logits']",
+      "outputs['logits:size1']",
+      "outputs['strided:size1']",
+      "Method name is: tensorflow/serving/predict",
+    ):
       self.assertIn(key, log)
     self.assertIn("name: extern_data/data:0", log)
 
@@ -125,8 +157,15 @@ class ToolsTest(absltest.TestCase):
     in_path = os.path.join(tmp, "in.npz")
     np.savez(in_path, **{f"seq{i}/data": s["data"] for i, s in enumerate(seqs)})
     out_path = os.path.join(tmp, "out.npz")
-    code, log = util.run_python(["tools/forward.py", f"--saved_model={export_dir}", f"--input={in_path}",
-                                 f"--output={out_path}", "--batch_size=2"])
+    code, log = util.run_python(
+      [
+        "tools/forward.py",
+        f"--saved_model={export_dir}",
+        f"--input={in_path}",
+        f"--output={out_path}",
+        "--batch_size=2",
+      ]
+    )
     self.assertEqual(code, 0, msg=log[-3000:])
     self.assertIn("forward: batch 3/3, 5/5 sequences", log)
     with forward.SavedModelForwarder(export_dir) as fwd:
@@ -134,8 +173,9 @@ class ToolsTest(absltest.TestCase):
       outputs_desc = fwd.description["outputs"]
     with np.load(out_path) as data:
       written = {k: data[k] for k in data.files}
-    self.assertEqual(sorted(written), ["labels", "labels:size1", "logits", "logits:size1", "pooled", "strided",
-                                       "strided:size1"])
+    self.assertEqual(
+      sorted(written), ["labels", "labels:size1", "logits", "logits:size1", "pooled", "strided", "strided:size1"]
+    )
     np.testing.assert_array_equal(written["logits:size1"], [len(s["data"]) for s in seqs])
     got = forward.unpad_sequences(written, outputs_desc)
     for g, e in zip(got, expected):
@@ -146,8 +186,9 @@ class ToolsTest(absltest.TestCase):
     tmp = self.create_tempdir().full_path
     ckpt = util.make_checkpoint(tiny_graph, tmp)
     out_path = os.path.join(tmp, "out.npz")
-    code, log = util.run_python(["tools/forward.py", f"--graph={_TINY}", f"--checkpoint={tmp}",
-                                 f"--output={out_path}", "--max_seqs=3"])
+    code, log = util.run_python(
+      ["tools/forward.py", f"--graph={_TINY}", f"--checkpoint={tmp}", f"--output={out_path}", "--max_seqs=3"]
+    )
     self.assertEqual(code, 0, msg=log[-3000:])
     with forward.GraphModuleForwarder(tiny_graph, ckpt) as fwd:
       expected = forward.forward_sequences(fwd, tiny_graph.default_data("dev")[:3], batch_size=8)
@@ -160,8 +201,16 @@ class ToolsTest(absltest.TestCase):
 
   def _run_tool(self, tool, *args, cwd):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=util.REPO_ROOT)
-    proc = subprocess.run([sys.executable, os.path.join(util.REPO_ROOT, "tools", tool), *args], cwd=cwd, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+      [sys.executable, os.path.join(util.REPO_ROOT, "tools", tool), *args],
+      cwd=cwd,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      timeout=300,
+      check=False,
+    )
     return proc.returncode, proc.stdout
 
   def test_export_tool_replaces_only_an_earlier_export(self):
@@ -173,11 +222,17 @@ class ToolsTest(absltest.TestCase):
     with open(os.path.join(tmp, "sm", "keep.txt"), "w", encoding="utf-8") as f:
       f.write("mine")
     graph = os.path.join(util.REPO_ROOT, _TINY)
-    for export_dir, regex in ((".", r"export_dir '.' is the current directory or one above it"),
-                              ("sm", r"export_dir 'sm' is not an earlier returnn_rc export \(unexpected: "
-                                     r"\['keep.txt'.*nothing was deleted")):
-      code, log = self._run_tool("export.py", f"--graph={graph}", "--fresh_init", f"--export_dir={export_dir}",
-                                 "--overwrite", cwd=tmp)
+    for export_dir, regex in (
+      (".", r"export_dir '.' is the current directory or one above it"),
+      (
+        "sm",
+        r"export_dir 'sm' is not an earlier returnn_rc export \(unexpected: "
+        r"\['keep.txt'.*nothing was deleted",
+      ),
+    ):
+      code, log = self._run_tool(
+        "export.py", f"--graph={graph}", "--fresh_init", f"--export_dir={export_dir}", "--overwrite", cwd=tmp
+      )
       self.assertNotEqual(code, 0)
       self.assertRegex(log, regex)
     self.assertEqual(sorted(os.listdir(tmp)), ["model.py", "notes.txt", "sm"])
@@ -189,13 +244,16 @@ class ToolsTest(absltest.TestCase):
     export.export_saved_model(tiny_graph, checkpoint_path=None, export_dir=export_dir)
     in_path, out_path = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
     np.savez(in_path, **{"data": np.zeros([2, 4, 3], np.float32), "data:size1": np.array([5, 2], np.int32)})
-    code, log = self._run_tool("forward.py", f"--saved_model={export_dir}", f"--input={in_path}",
-                               f"--output={out_path}", cwd=tmp)
+    code, log = self._run_tool(
+      "forward.py", f"--saved_model={export_dir}", f"--input={in_path}", f"--output={out_path}", cwd=tmp
+    )
     self.assertNotEqual(code, 0)
-    self.assertIn("sizes 'data:size1': sequence 0 has size 5, outside [0, 4] (the padded length of 'data' at axis 1)",
-                  log)
-    code, log = self._run_tool("forward.py", f"--saved_model={export_dir}", f"--input={in_path}",
-                               f"--output={os.path.join(tmp, 'out')}", cwd=tmp)
+    self.assertIn(
+      "sizes 'data:size1': sequence 0 has size 5, outside [0, 4] (the padded length of 'data' at axis 1)", log
+    )
+    code, log = self._run_tool(
+      "forward.py", f"--saved_model={export_dir}", f"--input={in_path}", f"--output={os.path.join(tmp, 'out')}", cwd=tmp
+    )
     self.assertNotEqual(code, 0)
     self.assertIn("output file must be a path ending with '.npz'", log)
     self.assertEqual(sorted(os.listdir(tmp)), ["in.npz", "sm"])

@@ -44,15 +44,17 @@ class RoundTripTest(parameterized.TestCase):
         os.makedirs(os.path.join(base, "ckpt"))
         case["ckpt"] = util.make_checkpoint(module, os.path.join(base, "ckpt"))
         case["export_dir"] = os.path.join(base, "saved_model")
-        case["desc"] = export.export_saved_model(module, checkpoint_path=os.path.join(base, "ckpt"),
-                                                 export_dir=case["export_dir"])
-        seqs = module.default_data("dev")[:util.NUM_SEQS]
+        case["desc"] = export.export_saved_model(
+          module, checkpoint_path=os.path.join(base, "ckpt"), export_dir=case["export_dir"]
+        )
+        seqs = module.default_data("dev")[: util.NUM_SEQS]
         case["seqs"] = seqs
         with forward.GraphModuleForwarder(module, case["ckpt"]) as fwd:
           inputs_desc = fwd.description["inputs"]
           case["feeds"] = [
-              forward.feed_from_padded(forward.pad_sequences(seqs[b:b + util.BATCH_SIZE], inputs_desc), inputs_desc)
-              for b in range(0, len(seqs), util.BATCH_SIZE)]
+            forward.feed_from_padded(forward.pad_sequences(seqs[b : b + util.BATCH_SIZE], inputs_desc), inputs_desc)
+            for b in range(0, len(seqs), util.BATCH_SIZE)
+          ]
           case["in_session"] = [fwd(feed) for feed in case["feeds"]]
           case["per_seq"] = forward.forward_sequences(fwd, seqs, batch_size=util.BATCH_SIZE)
         feeds_path = os.path.join(base, "feeds.npz")
@@ -66,7 +68,8 @@ class RoundTripTest(parameterized.TestCase):
       json.dump(jobs, f)
     # A fresh process with only TensorFlow: no PYTHONPATH to this repo.
     cls.server_rc, cls.server_log = util.run_python(
-        [os.path.join(util.HERE, "serve_plain_tf.py"), jobs_path], env={"PYTHONPATH": ""}, timeout=300)
+      [os.path.join(util.HERE, "serve_plain_tf.py"), jobs_path], env={"PYTHONPATH": ""}, timeout=300
+    )
 
   def _case(self, name):
     case = self.cases[name]
@@ -157,8 +160,9 @@ class RoundTripTest(parameterized.TestCase):
       self.assertEqual([d.name for d in view.dims], [d["name"] for d in t["dims"]])
       np.testing.assert_array_equal(view.raw_tensor.numpy(), case["in_session"][0][out_name])
       for axis in t["dynamic_axes"]:
-        np.testing.assert_array_equal(view.dims[axis].dyn_size.numpy(),
-                                      case["in_session"][0][export.size_key(out_name, axis)])
+        np.testing.assert_array_equal(
+          view.dims[axis].dyn_size.numpy(), case["in_session"][0][export.size_key(out_name, axis)]
+        )
 
   @parameterized.named_parameters(*_key_params())
   def test_forward_saved_model_equals_graph_module(self, name):

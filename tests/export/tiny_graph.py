@@ -31,30 +31,35 @@ def extern_data_template() -> rc.TensorDict:
   time = rc.Dim(None, name="time")
   feat = rc.Dim(FEATURES, name="feature")
   vocab = rc.Dim(VOCAB, name="vocab")
-  return rc.TensorDict([
+  return rc.TensorDict(
+    [
       rc.Tensor("data", [rc.batch_dim, time, feat], "float32", feature_dim=feat),
       rc.Tensor("classes", [rc.batch_dim, time], "int32", sparse_dim=vocab),
-  ])
+    ]
+  )
 
 
 def model_outputs_template(extern_data: rc.TensorDict) -> rc.TensorDict:
   data = extern_data["data"]
   time, feat = data.dims[1], data.dims[2]
   vocab = extern_data["classes"].sparse_dim
-  return rc.TensorDict([
+  return rc.TensorDict(
+    [
       rc.Tensor("logits", [rc.batch_dim, time, vocab], "float32"),
       rc.Tensor("labels", [rc.batch_dim, time], "int32", sparse_dim=vocab),
       rc.Tensor("pooled", [rc.batch_dim, feat], "float32"),
       rc.Tensor("strided", [rc.batch_dim, rc.Dim(None, name="time2")], "float32"),
-  ])
+    ]
+  )
 
 
 def default_data(split: str):
   rng = np.random.RandomState({"train": 1, "dev": 2}[split])
   seqs = []
   for n in (4, 1, 7, 3, 5):
-    seqs.append({"data": rng.randn(n, FEATURES).astype(np.float32),
-                 "classes": rng.randint(0, VOCAB, size=(n,)).astype(np.int32)})
+    seqs.append(
+      {"data": rng.randn(n, FEATURES).astype(np.float32), "classes": rng.randint(0, VOCAB, size=(n,)).astype(np.int32)}
+    )
   return seqs
 
 
@@ -85,8 +90,7 @@ def forward_step(*, model: Model, extern_data: rc.TensorDict):
     logits = rc.dropout(logits, 0.5)
   ctx.mark_as_output(rc.Tensor("logits", [rc.batch_dim, time, vocab], "float32", raw_tensor=logits), "logits")
   labels = tf.argmax(logits, axis=-1, output_type=tf.int32)
-  ctx.mark_as_output(rc.Tensor("labels", [rc.batch_dim, time], "int32", raw_tensor=labels, sparse_dim=vocab),
-                     "labels")
+  ctx.mark_as_output(rc.Tensor("labels", [rc.batch_dim, time], "int32", raw_tensor=labels, sparse_dim=vocab), "labels")
   mask = tf.sequence_mask(time.get_dyn_size(), maxlen=tf.shape(data.get_raw())[1])  # [B,T]
   summed = tf.reduce_sum(tf.where(mask[:, :, None], data.get_raw(), 0.0), axis=1)  # [B,F]
   pooled = summed / tf.maximum(tf.cast(time.get_dyn_size(), tf.float32), 1.0)[:, None]

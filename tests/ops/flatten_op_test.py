@@ -46,10 +46,18 @@ class FlattenOpTest(op_test_util.OpTestCase):
   IMPL, DEVICE = KERNEL, CPU
 
   @parameterized.product(
-      dtype=DTYPES, len_dtype=[tf.int32, tf.int64],
-      layout=[((3, 7, 4), 0, 1), ((7, 3, 4), 1, 0), ((2, 3, 7, 5), 1, 2), ((2, 7, 5, 3), -1, 1),
-              ((3, 7), 0, 1), ((4, 3, 2, 7), 1, -1)],
-      time_major=[False, True])
+    dtype=DTYPES,
+    len_dtype=[tf.int32, tf.int64],
+    layout=[
+      ((3, 7, 4), 0, 1),
+      ((7, 3, 4), 1, 0),
+      ((2, 3, 7, 5), 1, 2),
+      ((2, 7, 5, 3), -1, 1),
+      ((3, 7), 0, 1),
+      ((4, 3, 2, 7), 1, -1),
+    ],
+    time_major=[False, True],
+  )
   def test_matches_reference(self, dtype, len_dtype, layout, time_major):
     shape, batch_axis, time_axis = layout
     rng = np.random.default_rng(0)
@@ -60,10 +68,12 @@ class FlattenOpTest(op_test_util.OpTestCase):
 
     def graph():
       seq_lens = tf.constant(lens, dtype=len_dtype)
-      y = rc_ops.flatten_with_seq_len_mask(tf.constant(x), seq_lens, batch_dim_axis=batch_axis,
-                                           time_dim_axis=time_axis, time_major=time_major)
-      back = rc_ops.unflatten_with_seq_len_mask(y, seq_lens, time_, batch_dim_axis=batch_axis,
-                                                time_dim_axis=time_axis, time_major=time_major)
+      y = rc_ops.flatten_with_seq_len_mask(
+        tf.constant(x), seq_lens, batch_dim_axis=batch_axis, time_dim_axis=time_axis, time_major=time_major
+      )
+      back = rc_ops.unflatten_with_seq_len_mask(
+        y, seq_lens, time_, batch_dim_axis=batch_axis, time_dim_axis=time_axis, time_major=time_major
+      )
       return y, back
 
     (y, back), _ = self.run_graph(graph)
@@ -92,8 +102,9 @@ class FlattenOpTest(op_test_util.OpTestCase):
       y = rc_ops.flatten_with_seq_len_mask(x, tf.compat.v1.placeholder(tf.int32, [None]))
       self.assertEqual(y.shape.as_list(), [None, 5, 2])
       z = rc_ops.flatten_with_seq_len_mask(tf.zeros([3, 4, 6]), tf.constant([1, 4, 2]))
-      z2 = rc_ops.flatten_with_seq_len_mask(tf.zeros([4, 3, 6]), tf.constant([1, 3, 2]),
-                                            batch_dim_axis=1, time_dim_axis=0)
+      z2 = rc_ops.flatten_with_seq_len_mask(
+        tf.zeros([4, 3, 6]), tf.constant([1, 3, 2]), batch_dim_axis=1, time_dim_axis=0
+      )
       u = rc_ops.unflatten_with_seq_len_mask(y, tf.constant([1, 2]), 6)
       self.assertEqual(u.shape.as_list()[1:], [6, 5, 2])
       op_types = {op.type for op in graph.get_operations()}
@@ -107,7 +118,15 @@ class FlattenOpTest(op_test_util.OpTestCase):
       self.assertEqual(z2.shape.as_list()[1:], [6])
       self.assertEmpty(op_types & set(op_test_util.CUSTOM_OP_TYPES))
 
-  @parameterized.parameters(((0, 5, 3), [],), ((3, 0, 2), [0, 0, 0]), ((2, 4, 0), [4, 1]), ((0, 0), []))
+  @parameterized.parameters(
+    (
+      (0, 5, 3),
+      [],
+    ),
+    ((3, 0, 2), [0, 0, 0]),
+    ((2, 4, 0), [4, 1]),
+    ((0, 0), []),
+  )
   def test_empty(self, shape, lens):
     x = np.zeros(shape, np.float32)
 
@@ -154,13 +173,21 @@ class FlattenOpTest(op_test_util.OpTestCase):
 
   def test_runtime_errors_and_session_usable(self):
     if self.IMPL == KERNEL:  # the kernel names the value
-      msgs = [r"seq_lens\[2\] = 12 is out of range \[0, 10\]", r"seq_lens\[1\] = -1 is out of range \[0, 10\]",
-              r"seq_lens has 2 entries but the batch dim", r"seq_lens must have rank 1",
-              r"packed has 10 frames but sum\(seq_lens\) = 12"]
+      msgs = [
+        r"seq_lens\[2\] = 12 is out of range \[0, 10\]",
+        r"seq_lens\[1\] = -1 is out of range \[0, 10\]",
+        r"seq_lens has 2 entries but the batch dim",
+        r"seq_lens must have rank 1",
+        r"packed has 10 frames but sum\(seq_lens\) = 12",
+      ]
     else:  # the fallback's run-time asserts
-      msgs = [r"seq_lens out of range \[0, T\]", r"seq_lens out of range \[0, T\]",
-              r"seq_lens size does not match the batch dim", r"is not compatible with expected shape \[\?\]",
-              r"packed frames do not match sum\(seq_lens\)"]
+      msgs = [
+        r"seq_lens out of range \[0, T\]",
+        r"seq_lens out of range \[0, T\]",
+        r"seq_lens size does not match the batch dim",
+        r"is not compatible with expected shape \[\?\]",
+        r"packed frames do not match sum\(seq_lens\)",
+      ]
     with tf.Graph().as_default(), tf.compat.v1.Session(config=op_test_util.session_config()) as sess:
       with self.scope():
         x = tf.compat.v1.placeholder(tf.float32, [None, None, 2])
@@ -243,8 +270,12 @@ class FlattenOpTest(op_test_util.OpTestCase):
             back = rc_ops.unflatten_with_seq_len_mask(y, lens, max_t, **kw)
           feeds.update({x: x_val, lens: lens_val, max_t: shape[time_axis]})
           fetches.append((y, back))
-          refs.append((np_flatten(x_val, lens_val, batch_axis, time_axis, time_major),
-                       np_mask_padded(x_val, lens_val, batch_axis, time_axis)))
+          refs.append(
+            (
+              np_flatten(x_val, lens_val, batch_axis, time_axis, time_major),
+              np_mask_padded(x_val, lens_val, batch_axis, time_axis),
+            )
+          )
         for (y_val, back_val), (y_ref, back_ref) in zip(sess.run(fetches, feeds), refs):
           np.testing.assert_array_equal(y_val, y_ref)
           np.testing.assert_array_equal(back_val, back_ref)

@@ -41,9 +41,12 @@ def run_mode(mode: str, time_major: bool = False):
       config.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_2
     with tf.compat.v1.Session(config=config) as sess:
       meta = tf.compat.v1.RunMetadata()
-      out = sess.run(fetches, {x: X, lens: LENS},
-                     options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE),
-                     run_metadata=meta)
+      out = sess.run(
+        fetches,
+        {x: X, lens: LENS},
+        options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE),
+        run_metadata=meta,
+      )
   xt = np.transpose(X, (1, 0, 2)) if time_major else X
   ref = xt[MASK.T] if time_major else xt[MASK]
   np.testing.assert_allclose(out[0], ref.sum(0), rtol=1e-5)

@@ -29,8 +29,15 @@ def run_scenario(test: absltest.TestCase, scenario: str, **env_extra) -> str:
   env = dict(os.environ, TF_XLA_FLAGS=_XLA_FLAGS, TF_CPP_MIN_LOG_LEVEL="2", **env_extra)
   if _loader.ENV_FALLBACK not in env_extra:
     env.pop(_loader.ENV_FALLBACK, None)
-  proc = subprocess.run([sys.executable, "-m", "tests.ops.flatten_subprocess_main", scenario], cwd=_REPO,
-                        env=env, capture_output=True, text=True, timeout=120, check=False)
+  proc = subprocess.run(
+    [sys.executable, "-m", "tests.ops.flatten_subprocess_main", scenario],
+    cwd=_REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   test.assertEqual(proc.returncode, 0, msg=proc.stdout + proc.stderr[-4000:])
   test.assertIn(f"{scenario} OK", proc.stdout, msg=proc.stderr[-4000:])
   return proc.stdout
@@ -38,7 +45,6 @@ def run_scenario(test: absltest.TestCase, scenario: str, **env_extra) -> str:
 
 @absltest.skipUnless(_BUILT, _SKIP_MSG)
 class LoadOrderXlaTest(parameterized.TestCase):
-
   @parameterized.parameters("load_first", "after_ops", "after_xla")
   def test_xla_modes_in_load_order(self, scenario):
     if not _XLA_BUILT:
@@ -55,7 +61,6 @@ class LoadOrderXlaTest(parameterized.TestCase):
 
 
 class LoaderErrorTest(absltest.TestCase):
-
   def _with_paths(self, core_so, build_info):
     saved = (_loader.CORE_SO, _loader.BUILD_INFO, _loader._core)
     _loader.CORE_SO, _loader.BUILD_INFO, _loader._core = core_so, build_info, None
@@ -83,6 +88,7 @@ class LoaderErrorTest(absltest.TestCase):
       json.dump({"tensorflow_version": "2.0.0"}, f)
     self._with_paths(path, info)
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     with self.assertRaisesRegex(RuntimeError, "version mismatch") as ctx:
       _loader.core()
     self.assertIn("Built for TensorFlow 2.0.0", str(ctx.exception))
@@ -91,16 +97,20 @@ class LoaderErrorTest(absltest.TestCase):
 
 
 class CudaHarnessCompileTest(absltest.TestCase):
-
   def test_harness_compiles(self):
     nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
     if not nvcc:
       self.skipTest("nvcc not found: the standalone CUDA harness cannot be compiled here")
     tmp = self.create_tempdir().full_path
-    env = dict(os.environ, COMPILE_ONLY="1", NVCC=nvcc, NVCC_ARCH=os.environ.get("NVCC_ARCH", "sm_80"),
-               OUT_DIR=tmp)
-    proc = subprocess.run(["bash", os.path.join(_REPO, "tools", "cuda_harness", "run.sh")], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    env = dict(os.environ, COMPILE_ONLY="1", NVCC=nvcc, NVCC_ARCH=os.environ.get("NVCC_ARCH", "sm_80"), OUT_DIR=tmp)
+    proc = subprocess.run(
+      ["bash", os.path.join(_REPO, "tools", "cuda_harness", "run.sh")],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+    )
     self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
     self.assertTrue(os.path.exists(os.path.join(tmp, "returnn_rc_flatten_harness")))
 

@@ -13,8 +13,13 @@ from returnn_rc.ops import _loader
 from tests.ops import op_test_util
 from tests.ops.op_test_util import CPU, FALLBACK, GPU, KERNEL
 
-_CASES = [((1, 1, 3), np.float32), ((3, 7, 2), np.float32), ((5, 9, 2, 3), np.float64), ((17, 33, 1), np.int32),
-          ((8, 16, 4), np.float16)]
+_CASES = [
+  ((1, 1, 3), np.float32),
+  ((3, 7, 2), np.float32),
+  ((5, 9, 2, 3), np.float64),
+  ((17, 33, 1), np.int32),
+  ((8, 16, 4), np.float16),
+]
 
 
 def _ref(x, lens, time_major):
@@ -85,14 +90,20 @@ class FallbackInXlaTest(op_test_util.OpTestCase):
     for x, lens in list(_cases(4))[2:8]:  # 3 of the shapes (one compilation each): the formulation has no dtype code
       with tf.Graph().as_default() as graph:
         with self.scope(), tf.xla.experimental.jit_scope():
-          y = rc_ops.flatten_with_seq_len_mask(tf.compat.v1.placeholder(x.dtype, [None] * x.ndim, name="x"),
-                                               tf.compat.v1.placeholder(tf.int32, [None], name="lens"),
-                                               time_major=time_major)
+          y = rc_ops.flatten_with_seq_len_mask(
+            tf.compat.v1.placeholder(x.dtype, [None] * x.ndim, name="x"),
+            tf.compat.v1.placeholder(tf.int32, [None], name="lens"),
+            time_major=time_major,
+          )
         self.assertEmpty({op.type for op in graph.get_operations()} & set(op_test_util.CUSTOM_OP_TYPES))
         with tf.compat.v1.Session(graph=graph, config=op_test_util.session_config()) as sess:
           meta = tf.compat.v1.RunMetadata()
-          got = sess.run(y, {"x:0": x, "lens:0": lens}, run_metadata=meta,
-                         options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE))
+          got = sess.run(
+            y,
+            {"x:0": x, "lens:0": lens},
+            run_metadata=meta,
+            options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE),
+          )
       labels = [n.timeline_label for d in meta.step_stats.dev_stats for n in d.node_stats]
       self.assertTrue(any("_XlaRun" in label for label in labels), msg="nothing ran compiled")
       np.testing.assert_array_equal(got, _ref(x, lens, time_major), err_msg=f"{x.shape} {x.dtype} lens={lens}")

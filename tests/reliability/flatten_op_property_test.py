@@ -20,8 +20,16 @@ from tests.ops import op_test_util
 from tests.ops.op_test_util import CPU, FALLBACK, GPU, KERNEL
 
 #: (batch_dim_axis, time_dim_axis, time_major); rank needed = max axis + 1.
-CONFIGS = ((0, 1, False), (0, 1, True), (1, 0, False), (1, 0, True), (0, 2, False), (2, 0, True), (2, 1, False),
-           (1, 2, True))
+CONFIGS = (
+  (0, 1, False),
+  (0, 1, True),
+  (1, 0, False),
+  (1, 0, True),
+  (0, 2, False),
+  (2, 0, True),
+  (2, 1, False),
+  (1, 2, True),
+)
 DTYPES = (np.float32, np.int64)
 #: Examples per implementation.
 NUM_FLATTEN_CASES = {KERNEL: 400, FALLBACK: 150}
@@ -97,11 +105,17 @@ class FlattenPropertyTest(absltest.TestCase):
               shape = None if rank is None else [None] * rank
               cls.x[(d, rank)] = tf.compat.v1.placeholder(tf.as_dtype(dtype), shape, name=f"x{d}_{rank}")
             x = cls.x[(d, rank)]
-            flat = rc.ops.flatten_with_seq_len_mask(x, cls.lens, batch_dim_axis=batch_axis, time_dim_axis=time_axis,
-                                                    time_major=time_major)
-            back = rc.ops.unflatten_with_seq_len_mask(flat, cls.lens, tf.shape(x)[time_axis],
-                                                      batch_dim_axis=batch_axis, time_dim_axis=time_axis,
-                                                      time_major=time_major)
+            flat = rc.ops.flatten_with_seq_len_mask(
+              x, cls.lens, batch_dim_axis=batch_axis, time_dim_axis=time_axis, time_major=time_major
+            )
+            back = rc.ops.unflatten_with_seq_len_mask(
+              flat,
+              cls.lens,
+              tf.shape(x)[time_axis],
+              batch_dim_axis=batch_axis,
+              time_dim_axis=time_axis,
+              time_major=time_major,
+            )
             cls.ops[(d, c, rank)] = (flat, back)
     cls.graph.finalize()
     cls.sess = tf.compat.v1.Session(graph=cls.graph, config=op_test_util.session_config())
@@ -120,7 +134,7 @@ class FlattenPropertyTest(absltest.TestCase):
     rng = np.random.default_rng(seed)
     if DTYPES[dtype] == np.float32:
       return rng.standard_normal(shape).astype(np.float32)
-    return rng.integers(-2**40, 2**40, size=shape, dtype=np.int64)
+    return rng.integers(-(2**40), 2**40, size=shape, dtype=np.int64)
 
   def test_flatten_and_roundtrip_match_numpy(self):
     count = [0]

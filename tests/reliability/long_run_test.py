@@ -25,13 +25,13 @@ def rss_mb() -> float:
 
 
 class LongRunTest(absltest.TestCase):
-
   def test_many_epochs_no_graph_growth_bounded_memory(self):
     tmp = self.create_tempdir().full_path
     train = seq_classifier.default_data("train", max_seqs=8)
     dev = seq_classifier.default_data("dev", max_seqs=4)
-    config = engine.EngineConfig(train_dir=tmp, num_epochs=NUM_EPOCHS, batch_size=4, log_every_secs=1e9,
-                                 keep_checkpoints=1)
+    config = engine.EngineConfig(
+      train_dir=tmp, num_epochs=NUM_EPOCHS, batch_size=4, log_every_secs=1e9, keep_checkpoints=1
+    )
     with engine.Engine(seq_classifier, config, train_data=train, dev_data=dev) as eng:
       self.assertTrue(eng.graph.finalized)
       eng.train(num_epochs=1)
@@ -45,8 +45,9 @@ class LongRunTest(absltest.TestCase):
       self.assertEqual(eng.graph_state.get_epoch(eng.session), NUM_EPOCHS)
       eng.evaluate("dev")
       self.assertEqual(len(eng.graph.get_operations()), num_ops)
-    self.assertLess(rss_end - rss_warm, RSS_SLACK_MB,
-                    msg=f"RSS {rss_warm:.1f} MB after warm-up, {rss_end:.1f} MB at the end")
+    self.assertLess(
+      rss_end - rss_warm, RSS_SLACK_MB, msg=f"RSS {rss_warm:.1f} MB after warm-up, {rss_end:.1f} MB at the end"
+    )
 
   def test_many_train_eval_switches(self):
     built = goldens.build("two_losses", finalize=True)
@@ -64,8 +65,9 @@ class LongRunTest(absltest.TestCase):
       self.assertEqual(built.gs.get_step(sess), NUM_SWITCHES)
     self.assertTrue(built.graph.finalized)
     self.assertEqual(len(built.graph.get_operations()), num_ops)
-    self.assertLess(rss_end - rss_warm, RSS_SLACK_MB,
-                    msg=f"RSS {rss_warm:.1f} MB after warm-up, {rss_end:.1f} MB at the end")
+    self.assertLess(
+      rss_end - rss_warm, RSS_SLACK_MB, msg=f"RSS {rss_warm:.1f} MB after warm-up, {rss_end:.1f} MB at the end"
+    )
     with self.assertRaises(RuntimeError):  # finalized: nothing can be added by accident
       with built.graph.as_default():
         tf.constant(0)

@@ -8,10 +8,11 @@ time sizes (0 included), custom inverse norm factors; every kind of loss ``[B]``
 
 import itertools
 
-from absl.testing import absltest
-from hypothesis import given, settings, strategies as st
 import numpy as np
 import tensorflow as tf
+from absl.testing import absltest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import returnn_rc as rc
 
@@ -74,15 +75,20 @@ def loss_cases(draw):
 
 def _feed_values(size_b, size_t, size_t2, seed):
   rng = np.random.default_rng(seed)
-  shapes = {"b": [size_b], "bt": [size_b, size_t], "tb": [size_t, size_b], "btf": [size_b, size_t, FEAT],
-            "btt": [size_b, size_t, size_t2], "scalar": []}
+  shapes = {
+    "b": [size_b],
+    "bt": [size_b, size_t],
+    "tb": [size_t, size_b],
+    "btf": [size_b, size_t, FEAT],
+    "btt": [size_b, size_t, size_t2],
+    "scalar": [],
+  }
   values = {kind: (rng.standard_normal(shape) * 5).astype(np.float32) for kind, shape in shapes.items()}
   custom = rng.uniform(0.0, 3.0, size=[size_b]).astype(np.float32)
   return values, custom
 
 
 class LossPropertyTest(absltest.TestCase):
-
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
@@ -93,19 +99,38 @@ class LossPropertyTest(absltest.TestCase):
       cls.custom = tf.compat.v1.placeholder(tf.float32, [None], name="custom")
       time, time2 = rc.Dim(cls.lens, name="time"), rc.Dim(cls.lens2, name="time2")
       feat = rc.Dim(FEAT, name="feat")
-      dims = {"b": [rc.batch_dim], "bt": [rc.batch_dim, time], "tb": [time, rc.batch_dim],
-              "btf": [rc.batch_dim, time, feat], "btt": [rc.batch_dim, time, time2], "scalar": []}
+      dims = {
+        "b": [rc.batch_dim],
+        "bt": [rc.batch_dim, time],
+        "tb": [time, rc.batch_dim],
+        "btf": [rc.batch_dim, time, feat],
+        "btt": [rc.batch_dim, time, time2],
+        "scalar": [],
+      }
       cls.values = {kind: tf.compat.v1.placeholder(tf.float32, None, name=f"loss_{kind}") for kind in KINDS}
       ctx = rc.init_train_step_run_ctx(train_flag=False)
       try:
         for name, kind, flatten, normalized, custom, scale, as_error in LOSSES:
           loss = rc.Tensor(name, dims[kind], "float32", raw_tensor=cls.values[kind])
           inv = rc.Tensor("inv", [rc.batch_dim], "float32", raw_tensor=cls.custom) if custom else None
-          ctx.mark_as_loss(loss, name, scale=scale, as_error=as_error, use_normalized_loss=normalized,
-                           use_flatten_frames=flatten, custom_inv_norm_factor=inv)
-        cls.fetches = {name: (loss.get_summed_loss().get_raw(), loss.get_inv_norm_factor().get_raw(),
-                              loss.get_mean_loss().get_raw(), loss.get_scaled_reduced_loss().get_raw())
-                       for name, loss in ctx.losses.items()}
+          ctx.mark_as_loss(
+            loss,
+            name,
+            scale=scale,
+            as_error=as_error,
+            use_normalized_loss=normalized,
+            use_flatten_frames=flatten,
+            custom_inv_norm_factor=inv,
+          )
+        cls.fetches = {
+          name: (
+            loss.get_summed_loss().get_raw(),
+            loss.get_inv_norm_factor().get_raw(),
+            loss.get_mean_loss().get_raw(),
+            loss.get_scaled_reduced_loss().get_raw(),
+          )
+          for name, loss in ctx.losses.items()
+        }
         cls.total = ctx.total_loss().get_raw()
         cls.report = rc.report_fetches(ctx.losses)
       finally:
@@ -144,8 +169,10 @@ class LossPropertyTest(absltest.TestCase):
       got_all, want_all = np.asarray(got_all, np.float64), np.asarray(want_all, np.float64)  # [losses, 4]
       bad = ~(np.abs(got_all - want_all) <= np.asarray(tols)[:, None] + 1e-5 * np.abs(want_all))
       if bad.any():  # one vectorised check; name the offenders
-        offenders = [(LOSSES[i][0], ("summed", "inv_norm", "mean", "scaled")[j], got_all[i, j], want_all[i, j])
-                     for i, j in zip(*np.nonzero(bad))]
+        offenders = [
+          (LOSSES[i][0], ("summed", "inv_norm", "mean", "scaled")[j], got_all[i, j], want_all[i, j])
+          for i, j in zip(*np.nonzero(bad))
+        ]
         self.fail(f"{case}: (loss, reduction, got, numpy): {offenders[:8]}")
       np.testing.assert_allclose(total, want_total, rtol=1e-4, atol=1e-3, err_msg=f"{case} total_loss")
       count[0] += 1
@@ -177,19 +204,22 @@ class LossPropertyTest(absltest.TestCase):
       bounds = [0] + cuts + [num]
       for start, end in zip(bounds[:-1], bounds[1:]):
         part = {k: (v[start:end] if k != "scalar" else v) for k, v in values.items()}
-        fetched = self.sess.run({n: self.report[n] for n in names},
-                                self._feed(part, lens[start:end], lens2[start:end], custom[start:end]))
+        fetched = self.sess.run(
+          {n: self.report[n] for n in names}, self._feed(part, lens[start:end], lens2[start:end], custom[start:end])
+        )
         acc.add(fetched)
       self.assertEqual(acc.num_batches, len(bounds) - 1)
       figures = acc.figures()
       for name in names:
         _, kind, _, normalized, use_custom, scale, _ = next(entry for entry in LOSSES if entry[0] == name)
-        summed, inv_norm, _, _ = np_reductions(kind, values[kind], lens, lens2, custom if use_custom else None,
-                                               normalized, scale)
+        summed, inv_norm, _, _ = np_reductions(
+          kind, values[kind], lens, lens2, custom if use_custom else None, normalized, scale
+        )
         want = summed / inv_norm if inv_norm else (0.0 if summed == 0 else np.sign(summed) * np.inf)
         tol = 1e-5 * (float(np.sum(np.abs(values[kind]))) + 1.0)
-        np.testing.assert_allclose(acc.totals()[name], (summed, inv_norm), rtol=1e-5, atol=tol,
-                                   err_msg=f"{case} {name}")
+        np.testing.assert_allclose(
+          acc.totals()[name], (summed, inv_norm), rtol=1e-5, atol=tol, err_msg=f"{case} {name}"
+        )
         if inv_norm:
           np.testing.assert_allclose(figures[name], want, rtol=1e-4, atol=tol / inv_norm, err_msg=f"{case} {name}")
       count[0] += 1

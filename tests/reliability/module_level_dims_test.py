@@ -13,7 +13,7 @@ import returnn_rc as rc
 from returnn_rc import engine, export
 from returnn_rc.graph_module import load_graph_module
 
-MODULE_SOURCE = '''
+MODULE_SOURCE = """
 from __future__ import annotations
 
 import dataclasses
@@ -65,7 +65,7 @@ def forward_step(*, model, extern_data):
 def default_data(split, max_seqs=None):
   rng = np.random.RandomState(0 if split == "train" else 1)
   return [{"x": rng.normal(size=[n, 3]).astype(np.float32)} for n in (2, 3, 1, 4)]
-'''
+"""
 
 X = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
 LENS = np.array([3, 1], np.int32)
@@ -77,7 +77,6 @@ def _want():
 
 
 class ModuleLevelDimsTest(absltest.TestCase):
-
   def setUp(self):
     super().setUp()
     rc.reset_run_ctx()

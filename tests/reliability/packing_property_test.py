@@ -7,10 +7,11 @@ reductions and their gradients w.r.t. ``x`` and every weight are fetched in one 
 masks: the train flag is on).
 """
 
-from absl.testing import absltest
-from hypothesis import given, settings, strategies as st
 import numpy as np
 import tensorflow as tf
+from absl.testing import absltest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import returnn_rc as rc
 from returnn_rc import nn as rc_nn
@@ -19,8 +20,24 @@ NUM_CASES = 30
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True)
 F = 4
 
-STEPS = ("relu", "tanh", "sigmoid", "bias", "dense_reshape", "dense_tensordot", "dense_einsum", "dense_batch",
-         "dropout", "layer_norm", "concat_dense", "softmax", "where", "batch_scale", "time_cumsum", "gelu")
+STEPS = (
+  "relu",
+  "tanh",
+  "sigmoid",
+  "bias",
+  "dense_reshape",
+  "dense_tensordot",
+  "dense_einsum",
+  "dense_batch",
+  "dropout",
+  "layer_norm",
+  "concat_dense",
+  "softmax",
+  "where",
+  "batch_scale",
+  "time_cumsum",
+  "gelu",
+)
 ENDS = ("sum_square", "sparse_ce", "dense_ce", "argmax_error")
 
 
@@ -89,7 +106,6 @@ def cases(draw):
 
 
 class PackingPropertyTest(absltest.TestCase):
-
   @settings(max_examples=NUM_CASES, **SETTINGS)
   @given(cases())
   def test_random_chain(self, case):
@@ -128,10 +144,18 @@ class PackingPropertyTest(absltest.TestCase):
       finally:
         rc.reset_run_ctx()
       wrt = [x] + list(weights.values())
-      grads = {on: [tf.convert_to_tensor(g) if g is not None else tf.zeros_like(v)
-                    for g, v in zip(tf.gradients(summed[on], wrt), wrt)] for on in summed}
-    feed = {x: rng.normal(size=[batch, time, F]).astype(np.float32),
-            labels: rng.integers(0, F, size=[batch, time]).astype(np.int32), lens_ph: lens}
+      grads = {
+        on: [
+          tf.convert_to_tensor(g) if g is not None else tf.zeros_like(v)
+          for g, v in zip(tf.gradients(summed[on], wrt), wrt)
+        ]
+        for on in summed
+      }
+    feed = {
+      x: rng.normal(size=[batch, time, F]).astype(np.float32),
+      labels: rng.integers(0, F, size=[batch, time]).astype(np.int32),
+      lens_ph: lens,
+    }
     with tf.compat.v1.Session(graph=graph) as sess:
       got = sess.run({"summed": summed, "grads": grads}, feed)
     what = f"chain {chain} -> {end}, lens {lens.tolist()}, T={time}"

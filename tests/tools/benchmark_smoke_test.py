@@ -18,23 +18,34 @@ _GRAPHS = sorted(f[:-3] for f in os.listdir(os.path.join(_ROOT, "graphs")) if f.
 
 # benchmark → (a flag of its own given in the quick run, the keys (first column) of the rows it must print).
 _BENCHMARKS = {
-    "flag": ("--batch_size=8", ("1a", "1b", "1c", "1d")),
-    "engine": ("--epoch_seqs=32", ("2",)),
-    "reduction": ("--round_secs=0",  # its quick run: the one shape 4x16x8
-                  ("3 [B,T] 4x16 fwd", "3 [B,T] 4x16 fwd+bwd", "3 [B,T,V] 4x16x8 fwd", "3 [B,T,V] 4x16x8 fwd+bwd")),
-    "xla": ("--batch_size=8", ("4", "4 first pass")),
-    "build": ("--repeats=1", tuple(f"5 {name}" for name in _GRAPHS)),
-    # Parts model and goldens (part xla, the same code under jit_scope with the rewrite forced on, compiles every
-    # golden twice: minutes here).
-    "packing": ("--parts=model,goldens",
-                ("13 model", "13 model values", "13 model losses", *(f"13 goldens {name}" for name in _GRAPHS))),
+  "flag": ("--batch_size=8", ("1a", "1b", "1c", "1d")),
+  "engine": ("--epoch_seqs=32", ("2",)),
+  "reduction": (
+    "--round_secs=0",  # its quick run: the one shape 4x16x8
+    ("3 [B,T] 4x16 fwd", "3 [B,T] 4x16 fwd+bwd", "3 [B,T,V] 4x16x8 fwd", "3 [B,T,V] 4x16x8 fwd+bwd"),
+  ),
+  "xla": ("--batch_size=8", ("4", "4 first pass")),
+  "build": ("--repeats=1", tuple(f"5 {name}" for name in _GRAPHS)),
+  # Parts model and goldens (part xla, the same code under jit_scope with the rewrite forced on, compiles every
+  # golden twice: minutes here).
+  "packing": (
+    "--parts=model,goldens",
+    ("13 model", "13 model values", "13 model losses", *(f"13 goldens {name}" for name in _GRAPHS)),
+  ),
 }
 
 
 def _run(name, *args, timeout=180):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, os.path.join(_ROOT, "tools", f"bench_{name}.py"), *args], cwd=_ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout, check=False)
+  return subprocess.run(
+    [sys.executable, os.path.join(_ROOT, "tools", f"bench_{name}.py"), *args],
+    cwd=_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
 
 
 def _table_rows(stdout: str):
@@ -48,7 +59,6 @@ def _table_rows(stdout: str):
 
 
 class BenchmarkSmokeTest(parameterized.TestCase):
-
   @parameterized.parameters(*_BENCHMARKS)
   def test_quick_prints_all_rows(self, name):
     own_flag, keys = _BENCHMARKS[name]
