@@ -34,7 +34,7 @@ import train_options
 _GRAPH = flags.DEFINE_string(
   "graph",
   "char_lm",
-  "Graph module: a name in graphs/ (char_lm, seq_classifier, two_losses), a dotted module name, or a path to a "
+  f"Graph module: a name in graphs/ ({', '.join(graph_names.available())}), a dotted module name, or a path to a "
   ".py file defining extern_data_template, default_data, get_model, train_step, forward_step.",
 )
 _TRAIN_DIR = flags.DEFINE_string(

@@ -1,6 +1,6 @@
-"""The run-context benchmarks (tools/bench_{flag,engine,reduction,xla,build,packing}.py): --quick runs each, with
-one of its own flags and the common --seed / --rounds (bench_common.py) given explicitly, and prints every
-table row (each process costs a TensorFlow import, several seconds).
+"""The benchmarks tools/bench_{flag,engine,reduction,xla,build,packing,distributed}.py: --quick runs each,
+with one of its own flags and the common --seed / --rounds (bench_common.py) given explicitly, and prints
+every table row (each process costs a TensorFlow import, several seconds).
 
 A smoke test only: the quick runs use tiny sizes and a handful of steps, so their numbers mean
 nothing and are not checked (no timing assertions).
@@ -26,6 +26,7 @@ _BENCHMARKS = {
   ),
   "xla": ("--batch_size=8", ("4", "4 first pass")),
   "build": ("--repeats=1", tuple(f"5 {name}" for name in _GRAPHS)),
+  "distributed": ("--steps=1", ("9a", "9b", "9c")),  # two local worker processes
   # Parts model and goldens (part xla, the same code under jit_scope with the rewrite forced on, compiles every
   # golden twice: minutes here).
   "packing": (
