@@ -22,6 +22,7 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Dict, List, Optional
@@ -30,6 +31,23 @@ import tensorflow as tf
 
 BEST_DIR = "best"
 STATE_FILE = "best_checkpoints.json"
+
+
+# The files this module links into best/: a Saver prefix's files ("model.001.index", "model.001.data-00000-of-00001").
+_OWN_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.(index|meta|data-\d+-of-\d+)")
+
+
+def _own_file(entry: Dict[str, Any], name: Any) -> bool:
+  """Whether ``name`` (listed in the state of ``entry``) can be a file this module wrote: a plain file name of the
+  entry's checkpoint prefix. A hand-edited state naming anything else ("../notes.txt") deletes nothing."""
+  prefix = entry.get("checkpoint")
+  return (
+    isinstance(name, str)
+    and isinstance(prefix, str)
+    and name == os.path.basename(name)
+    and name.startswith(prefix + ".")
+    and _OWN_FILE.fullmatch(name) is not None
+  )
 
 
 def _write_json_atomic(path: str, obj: Any) -> None:
@@ -113,7 +131,7 @@ class BestCheckpoints:
     for entry in dropped:
       for name in entry.get("files", []):
         path = os.path.join(self.dir, name)
-        if name not in still and os.path.exists(path):
+        if name not in still and _own_file(entry, name) and os.path.exists(path):
           os.remove(path)
     return True
 
@@ -135,7 +153,7 @@ def delete_best(train_dir: str) -> None:
   for entry in entries:
     for name in entry.get("files", []):
       path = os.path.join(best_dir, name)
-      if os.path.exists(path):
+      if _own_file(entry, name) and os.path.isfile(path):
         os.remove(path)
   for name in ("checkpoint", STATE_FILE):
     path = os.path.join(best_dir, name)

@@ -180,6 +180,27 @@ class BestCheckpointsTest(tf.test.TestCase):
     kept.delete_all()
     self.assertEqual(os.listdir(os.path.join(tmp, "best")), ["notes.txt"])  # a file it did not write stays
 
+  def test_a_hand_edited_state_deletes_only_checkpoint_files_of_best(self):
+    tmp = self.create_tempdir().full_path
+    kept = best_checkpoints.BestCheckpoints(tmp, keep=1, loss_name="ce")
+    kept.update(self._fake_checkpoint(tmp), epoch=1, figure=1.0)
+    best_dir = os.path.join(tmp, "best")
+    for name in ("notes.txt", "model.001.py"):
+      with open(os.path.join(best_dir, name), "w") as f:
+        f.write("mine")
+    with open(os.path.join(tmp, "outside.index"), "w") as f:
+      f.write("mine")
+    state_path = os.path.join(best_dir, best_checkpoints.STATE_FILE)
+    with open(state_path) as f:
+      state = json.load(f)
+    state["entries"][0]["files"] += ["notes.txt", "model.001.py", "../outside.index", "/etc/hostname"]
+    with open(state_path, "w") as f:
+      json.dump(state, f)
+    best_checkpoints.delete_best(tmp)
+    self.assertCountEqual(os.listdir(best_dir), ["notes.txt", "model.001.py"])  # model.001.index went
+    self.assertTrue(os.path.exists(os.path.join(tmp, "outside.index")))
+    self.assertTrue(os.path.exists("/etc/hostname"))
+
   def test_ranked_by_another_loss_is_refused(self):
     tmp = self.create_tempdir().full_path
     best_checkpoints.BestCheckpoints(tmp, keep=1, loss_name="ce").update(
