@@ -80,6 +80,50 @@ class StageTest(absltest.TestCase):
     self.assertEqual(rc.get_run_ctx().stage, "train_step")
 
 
+class ScopedRunCtxTest(absltest.TestCase):
+  """init_*_run_ctx(...) keep RETURNN's plain-call behaviour; the returned RunCtx is also a context manager
+  restoring, on exit, the context that was current before the call."""
+
+  def setUp(self):
+    super().setUp()
+    rc.reset_run_ctx()
+
+  def test_plain_call_sets_and_keeps_the_context(self):
+    ctx = rc.init_train_step_run_ctx(train_flag=False, step=3)
+    self.assertIs(rc.get_run_ctx(), ctx)
+    self.assertEqual((ctx.stage, ctx.step), ("train_step", 3))
+    self.assertIs(rc.init_forward_step_run_ctx(), rc.get_run_ctx())  # the next plain call replaces it
+
+  def test_nested_with_restores_the_outer_context(self):
+    outer = rc.init_train_step_run_ctx(step=1)
+    with rc.init_train_step_run_ctx(step=2) as inner:
+      self.assertIs(rc.get_run_ctx(), inner)
+      with rc.init_forward_step_run_ctx() as innermost:
+        self.assertIs(rc.get_run_ctx(), innermost)
+      self.assertIs(rc.get_run_ctx(), inner)
+    self.assertIs(rc.get_run_ctx(), outer)  # control: a plain call would have replaced `outer` for good
+    self.assertEqual(rc.get_run_ctx().step, 1)
+
+  def test_exception_restores_the_outer_context(self):
+    outer = rc.init_forward_step_run_ctx()
+    with self.assertRaisesRegex(ZeroDivisionError, "division"):
+      with rc.init_train_step_run_ctx():
+        1 / 0  # noqa: B018
+    self.assertIs(rc.get_run_ctx(), outer)
+
+  def test_entered_twice_and_out_of_order_are_errors(self):
+    ctx = rc.init_train_step_run_ctx()
+    with ctx:
+      with self.assertRaisesRegex(RuntimeError, "already entered"):
+        ctx.__enter__()
+    outer = rc.init_forward_step_run_ctx()
+    first = rc.init_train_step_run_ctx().__enter__()
+    rc.init_train_step_run_ctx().__enter__()  # a second, entered after `first`
+    with self.assertRaisesRegex(RuntimeError, "exited out of order"):
+      first.__exit__(None, None, None)
+    self.assertIs(rc.get_run_ctx(), outer)  # what was current before `first`
+
+
 class TrainFlagTest(tf.test.TestCase, parameterized.TestCase):
   def setUp(self):
     super().setUp()
