@@ -20,6 +20,7 @@ import os
 from absl import app, flags, logging
 
 import graph_names
+import tool_errors
 
 graph_names.ensure_repo_root_on_path()
 from returnn_rc.engine import evaluation  # noqa: E402  pylint: disable=wrong-import-position
@@ -55,15 +56,16 @@ def main(argv):
 
   tf.get_logger().setLevel("ERROR")  # TF's deprecation warnings of the v1 API
   module = graph_names.load(_GRAPH.value)
-  result = evaluation.evaluate_checkpoint(
-    module,
-    _CHECKPOINT.value,
-    data=_DATA.value,
-    split=_SPLIT.value,
-    batch_size=_BATCH_SIZE.value,
-    skip_corrupt_records=_SKIP_CORRUPT.value,
-    max_seqs=_MAX_SEQS.value,
-  )
+  with tool_errors.input_errors():
+    result = evaluation.evaluate_checkpoint(
+      module,
+      _CHECKPOINT.value,
+      data=_DATA.value,
+      split=_SPLIT.value,
+      batch_size=_BATCH_SIZE.value,
+      skip_corrupt_records=_SKIP_CORRUPT.value,
+      max_seqs=_MAX_SEQS.value,
+    )
   skipped = f", {result.skipped_records} corrupt records skipped" if result.skipped_records else ""
   print(
     f"{result.graph}: checkpoint {result.checkpoint} on {result.data}: {result.num_seqs} sequences in "

@@ -29,6 +29,7 @@ import time
 from absl import app, flags, logging
 
 import graph_names
+import tool_errors
 import train_options
 
 _GRAPH = flags.DEFINE_string(
@@ -301,7 +302,7 @@ def main(argv):
   make_hooks = train_options.hooks(train_dir)
   fault = _fault_hook(_FAULT_FOR_TESTS.value, 0 if distribution is None else distribution.worker_index)
   hooks = make_hooks if fault is None else (lambda tg: list(make_hooks(tg)) + [fault])
-  with engine.Engine(module, config, hooks=hooks, distribution=distribution) as eng:
+  with tool_errors.input_errors(), engine.Engine(module, config, hooks=hooks, distribution=distribution) as eng:
     logging.info(
       "graph %s: %d train / %d dev sequences; train_dir %s; losses %s (errors %s); lr control on %r",
       name,

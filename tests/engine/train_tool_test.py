@@ -141,7 +141,8 @@ class TrainToolTest(parameterized.TestCase):
         self.assertEqual(f.read(), "mine")
 
   # Checks of the engine's config (lr_decay, train_dir, ...) have in-process rows in tests/bad_inputs_test.py; here
-  # flag validators (before TensorFlow is imported) and one check after the graph is loaded (export_dir).
+  # flag validators (before TensorFlow is imported), one check after the graph is loaded (export_dir) and one of the
+  # engine's data checks.
   @parameterized.named_parameters(
     ("batch_size_zero", ["--batch_size=0"], r"flag --batch_size=0: 0 is not a positive integer"),
     ("num_epochs_zero", ["--num_epochs=0"], r"flag --num_epochs=0: 0 is not a positive integer"),
@@ -150,6 +151,11 @@ class TrainToolTest(parameterized.TestCase):
       "export_dir_not_an_export",
       ["--export_dir={tools}", "--overwrite_export"],
       r"export_dir '.*tools' is not an earlier returnn_rc export",
+    ),
+    (  # an error of the engine's own checks: its message, no traceback (tools/tool_errors.py)
+      "train_data_matches_nothing",
+      ["--train_data=/nonexistent/x-*"],
+      r"(^|\n)error: graph 'two_losses' train data: no file matches '/nonexistent/x-\*'",
     ),
   )
   def test_bad_flags_before_any_work(self, args, regex):
@@ -161,6 +167,7 @@ class TrainToolTest(parameterized.TestCase):
     proc = _run("--graph=two_losses", "--max_seqs=8", *args)
     self.assertNotEqual(proc.returncode, 0)
     self.assertRegex(proc.stderr, regex)
+    self.assertNotIn("Traceback", proc.stderr)
     self.assertEqual(os.listdir(parent), [])  # nothing written
     self.assertTrue(os.path.exists(os.path.join(_ROOT, "tools", "train.py")))
 
