@@ -149,7 +149,7 @@ def mirrored(cross_replica):
         return figures(rc, ctx, w)
 
     with strategy.scope():
-      out = strategy.extended.call_for_each_replica(fn)
+      out = strategy.extended.call_for_each_replica(tf.autograph.experimental.do_not_convert(fn))  # plain graph code
     per_replica = [
       tf.nest.map_structure(lambda v, i=i: strategy.experimental_local_results(v)[i], out, expand_composites=False)
       for i in range(2)
@@ -189,7 +189,7 @@ def _mark_after_reduction(rc, strategy):
 
     s = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with s.scope():
-      s.extended.call_for_each_replica(fn)
+      s.extended.call_for_each_replica(tf.autograph.experimental.do_not_convert(fn))
   return errors
 
 
