@@ -1,6 +1,6 @@
 """Trains a graph module (default: graphs/char_lm.py on Python's stdlib sources) with returnn_rc's engine.
 
-  python tools/train.py                       # char LM, a short run (~1.5 min on 2 CPU cores)
+  python tools/train.py                       # char LM, a short run (~2 min on 2 CPU cores)
   python tools/train.py --graph=two_losses --num_epochs=5
   python tools/train.py --fresh               # start over in --train_dir
   python tools/train.py --train_data='data/char_lm/train-*' --dev_data='data/char_lm/dev-*'   # record files
