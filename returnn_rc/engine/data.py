@@ -321,23 +321,30 @@ def _check_hook_spec(template: TensorDict, ds: tf.data.Dataset, what: str) -> No
       )
 
 
-def _read_serialized(
-  files: tf.data.Dataset, template: TensorDict, *, num_files: int, skip_corrupt: bool
+def _interleaved_records(
+  files: tf.data.Dataset, *, num_files: int, skip_corrupt: bool, deterministic: bool
 ) -> tf.data.Dataset:
-  """Record files → their serialized sequence records (scalar strings), interleaved one record at a time.
-  With ``skip_corrupt``, records that do not parse are dropped here (a per-record check)."""
+  """Record files → their serialized records after the schema record, interleaved one record at a time."""
 
   def records_of(path):
     ds = tf.data.TFRecordDataset(path, buffer_size=1 << 18).skip(1)  # record 0: the schema
     return ds.ignore_errors() if skip_corrupt else ds  # TF's reader ends a file at a corrupt record
 
-  ds = files.interleave(
+  return files.interleave(
     records_of,
     cycle_length=max(1, min(num_files, MAX_CYCLE_LENGTH)),
     block_length=1,
     num_parallel_calls=tf.data.AUTOTUNE,
-    deterministic=True,
+    deterministic=deterministic,
   )
+
+
+def _read_serialized(
+  files: tf.data.Dataset, template: TensorDict, *, num_files: int, skip_corrupt: bool
+) -> tf.data.Dataset:
+  """Record files → their serialized sequence records (scalar strings), interleaved one record at a time.
+  With ``skip_corrupt``, records that do not parse are dropped here (a per-record check)."""
+  ds = _interleaved_records(files, num_files=num_files, skip_corrupt=skip_corrupt, deterministic=True)
   if skip_corrupt:
 
     def check(record):
@@ -352,18 +359,7 @@ def _read_records(
   files: tf.data.Dataset, template: TensorDict, *, num_files: int, skip_corrupt: bool, deterministic: bool = True
 ) -> tf.data.Dataset:
   """Record files → parsed sequences, in the order of ``files``, interleaved one record at a time."""
-
-  def records_of(path):
-    ds = tf.data.TFRecordDataset(path, buffer_size=1 << 18).skip(1)  # record 0: the schema
-    return ds.ignore_errors() if skip_corrupt else ds  # TF's reader ends a file at a corrupt record
-
-  ds = files.interleave(
-    records_of,
-    cycle_length=max(1, min(num_files, MAX_CYCLE_LENGTH)),
-    block_length=1,
-    num_parallel_calls=tf.data.AUTOTUNE,
-    deterministic=deterministic,
-  )
+  ds = _interleaved_records(files, num_files=num_files, skip_corrupt=skip_corrupt, deterministic=deterministic)
   ds = ds.map(
     lambda r: _records.parse_sequence(template, r), num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
   )

@@ -244,9 +244,17 @@ class FreshTest(absltest.TestCase):
       ["checkpoint", "model.001.index", "model.001.data-00000-of-00001", "train_state.json"], own
     )
     self.assertTrue(any(n.startswith("events.out.tfevents.") and n.endswith(".returnn_rc") for n in own))
+    for name in own:  # marks the old files: a new events file may get the old one's name (same second)
+      with open(os.path.join(train_dir, name), "ab") as f:
+        f.write(b"<old>")
     with _engine(train_dir, fresh=True) as eng:
       self.assertEqual(eng.completed_epoch, 0)
-      self.assertEqual(sorted(set(os.listdir(train_dir)) & set(own)), [])  # all of the engine's files went
+      survivors = []
+      for name in sorted(set(os.listdir(train_dir)) & set(own)):
+        with open(os.path.join(train_dir, name), "rb") as f:
+          if f.read().endswith(b"<old>"):
+            survivors.append(name)
+      self.assertEqual(survivors, [])  # all of the engine's old files went
     self.assertContainsSubset(user_files + ["model.009.index"], os.listdir(train_dir))
     for name in user_files:
       with open(os.path.join(train_dir, name), encoding="utf-8") as f:
