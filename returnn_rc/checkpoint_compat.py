@@ -16,7 +16,7 @@ This module is core: it knows nothing of the engine or the export.
 from __future__ import annotations
 
 import os
-from typing import Collection, Dict, List, Mapping, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Tuple
 
 import tensorflow as tf
 
@@ -120,6 +120,14 @@ def check_checkpoint(
   if problems:
     raise ValueError(f"checkpoint {path!r} does not match {what}: " + "; ".join(problems))
   return reader
+
+
+def restorable_variables(path: str, variables, *, what: str, optional: Collection[str] = ()) -> Dict[str, Any]:
+  """Checks checkpoint ``path`` against ``variables`` (:func:`check_checkpoint`; the checkpoint may hold more,
+  names in ``optional`` may be absent) and returns ``{name: variable}`` of those it holds: what a ``Saver``
+  restores; the others keep their initial values. ``ValueError`` as :func:`check_checkpoint`."""
+  reader = check_checkpoint(path, variable_specs(variables), what=what, optional=optional, allow_unexpected=True)
+  return {v.op.name: v for v in variables if reader.has_tensor(v.op.name)}
 
 
 def describe_error(exc: BaseException) -> str:

@@ -73,14 +73,8 @@ def model_saver(variables: Sequence[tf.Variable], path: str) -> tf.compat.v1.tra
   :mod:`returnn_rc.checkpoint_compat`). Build it before ``graph.finalize()``."""
   trainable = set(tf.compat.v1.trainable_variables())
   optional = [v.op.name for v in variables if v not in trainable]
-  reader = checkpoint_compat.check_checkpoint(
-    path,
-    checkpoint_compat.variable_specs(variables),
-    what="the graph's model",
-    optional=optional,
-    allow_unexpected=True,
-  )
-  return tf.compat.v1.train.Saver(var_list={v.op.name: v for v in variables if reader.has_tensor(v.op.name)})
+  restore = checkpoint_compat.restorable_variables(path, variables, what="the graph's model", optional=optional)
+  return tf.compat.v1.train.Saver(var_list=restore)
 
 
 def evaluate_checkpoint(

@@ -365,14 +365,7 @@ def restore_variables(session: tf.compat.v1.Session, fg: ForwardGraph, checkpoin
   state = _graph_state.get_graph_state(fg.graph)
   optional = {state.step_var.op.name, state.epoch_var.op.name}
   variables = fg.variables()
-  reader = checkpoint_compat.check_checkpoint(
-    path,
-    checkpoint_compat.variable_specs(variables),
-    what="the forward graph",
-    optional=optional,
-    allow_unexpected=True,
-  )
-  restore = {v.op.name: v for v in variables if reader.has_tensor(v.op.name)}
+  restore = checkpoint_compat.restorable_variables(path, variables, what="the forward graph", optional=optional)
   initialise = [v for v in variables if v.op.name not in restore]
   with fg.graph.as_default():
     if initialise:
